@@ -1,0 +1,57 @@
+"""The model's shape: one dataclass shared by the Keras model, config.json and the runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the decoder-only Transformer.
+
+    The same keys appear in the Keras model's `get_config()`, in a checkpoint's and a model
+    folder's config.json (under "architecture") and in the runtime.
+
+    Example:
+        >>> cfg = ModelConfig(vocab_size=512, context_length=64, num_layers=2, num_heads=2, hidden_size=64)
+        >>> cfg.head_dim
+        32
+    """
+
+    vocab_size: int
+    context_length: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    hidden_size: int = 256
+    dropout: float = 0.0
+    use_bias: bool = False
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                "hidden_size must be divisible by num_heads. "
+                f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown model config keys {unknown}. Allowed keys: {sorted(known)}")
+        return cls(**d)

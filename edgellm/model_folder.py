@@ -1,0 +1,110 @@
+"""The model folder: the contract between `edgellm export` and the runtime.
+
+    NAME/
+      model.onnx              decoder with KV cache (Hugging Face/Optimum input and output names)
+      config.json             format_version, architecture, special tokens, ONNX names, provenance
+      tokenizer.json          byte-level BPE, Hugging Face format
+      generation_config.json  default sampling settings
+      genai_config.json       lets onnxruntime-genai run the same folder
+      README.md               model card
+
+Shipped models live in the repository's models/ folder, which is installed as package data
+(`edgellm.models`), so `load("shakespeare")` works from a checkout and from an installed wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgellm.config import ModelConfig
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+GENAI_CONFIG_FILE = "genai_config.json"
+REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
+
+
+def input_names(num_layers: int) -> list[str]:
+    names = ["input_ids", "attention_mask", "position_ids"]
+    for i in range(num_layers):
+        names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    return names
+
+
+def output_names(num_layers: int) -> list[str]:
+    names = ["logits"]
+    for i in range(num_layers):
+        names += [f"present.{i}.key", f"present.{i}.value"]
+    return names
+
+
+@dataclass
+class ModelFolder:
+    path: Path
+    config: ModelConfig
+    special_tokens: dict  # eos_token_id, bos_token_id, pad_token_id
+    generation: dict  # generation_config.json without its format_version
+    meta: dict  # the whole config.json
+
+
+def shipped_models_dir() -> Path | None:
+    spec = importlib.util.find_spec("edgellm.models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def shipped_model_names() -> list[str]:
+    root = shipped_models_dir()
+    if root is None:
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A folder path, or the name of a shipped model -> the model folder's path."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    root = shipped_models_dir()
+    if root is not None and "/" not in str(name_or_path) and (root / str(name_or_path)).is_dir():
+        return root / str(name_or_path)
+    raise ValueError(f"No model folder or shipped model named {str(name_or_path)!r}. "
+                     f"Shipped models: {', '.join(shipped_model_names()) or 'none'}; "
+                     "or pass the path of a folder written by `edgellm export`.")
+
+
+def read(name_or_path: str | Path) -> ModelFolder:
+    """Find and check a model folder: files present, format version, consistent sizes."""
+    path = resolve(name_or_path)
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise ValueError(f"Model folder {path} is incomplete: {name} is missing. "
+                             "Re-export it with `edgellm export`.")
+    meta = _read_json(path / CONFIG_FILE)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path / CONFIG_FILE}: format_version must be {FORMAT_VERSION}. "
+                         f"Received: {meta.get('format_version')!r}. Re-export with this edgellm.")
+    try:
+        config = ModelConfig.from_dict(meta["architecture"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path / CONFIG_FILE}: bad architecture section ({error}).") from None
+    generation = _read_json(path / GENERATION_CONFIG_FILE)
+    generation.pop("format_version", None)
+    return ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read {path}: {error}. Re-export the model folder.") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object. Re-export the model folder.")
+    return doc

@@ -1,0 +1,84 @@
+"""The model card (README.md of a model folder), written from config.json's provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def render(name: str, config: dict, folder: Path) -> str:
+    arch = config["architecture"]
+    prov = config["provenance"]
+    metrics = prov.get("metrics") or {}
+    training = prov.get("training") or {}
+    parity = prov.get("parity") or {}
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    data = ", ".join(f"`{d}`" for d in prov.get("data") or []) or "unknown"
+    command = prov.get("command") or _train_command(prov)
+    lines = [
+        f"# {name}",
+        "",
+        "A small decoder-only Transformer language model trained with edgellm (Keras 3), exported to "
+        "ONNX with tf2onnx, runnable with `edgellm generate` or any onnxruntime(-genai) app.",
+        "",
+        "## Model",
+        "",
+        f"- parameters: {metrics.get('parameters', 'unknown'):,}" if metrics.get("parameters") else
+        "- parameters: unknown",
+        f"- layers {arch['num_layers']}, heads {arch['num_heads']}, width {arch['hidden_size']}, "
+        f"context {arch['context_length']} tokens, vocabulary {arch['vocab_size']} (byte-level BPE)",
+        "",
+        "## Data and training",
+        "",
+        f"- data: {data} (see the licence note beside each file in the edgellm repository)",
+        f"- steps: {metrics.get('steps')}, batch {training.get('batch_size')} x {training.get('context')} "
+        f"tokens, seed {training.get('seed')}, {_fmt(metrics.get('train_seconds'), '.0f')} s of training",
+        f"- command: `{command}`",
+        "",
+        "## Metrics (held-out validation: the last "
+        f"{_fmt(100 * (training.get('val_fraction') or 0), '.0f')}% of each file)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| validation loss (nats/token) | {_fmt(metrics.get('val_loss'), '.4f')} |",
+        f"| validation perplexity | {_fmt(metrics.get('val_perplexity'), '.2f')} |",
+        f"| validation loss (nats/character) | {_fmt(metrics.get('val_loss_per_char'), '.4f')} |",
+        f"| train loss (last interval) | {_fmt(metrics.get('train_loss'), '.4f')} |",
+        "",
+    ]
+    if (folder / "loss_curve.png").is_file():
+        lines += ["![loss curve](loss_curve.png)", ""]
+    lines += [
+        "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
+        "",
+        f"- {parity.get('prompts')} prompts, {parity.get('decode_steps_checked')} greedy decode steps; "
+        f"greedy tokens identical: {parity.get('greedy_tokens_equal')}",
+        f"- max |logit difference|: prefill {_fmt(parity.get('max_abs_logit_diff_prefill'), '.2e')}, "
+        f"decode {_fmt(parity.get('max_abs_logit_diff_decode'), '.2e')} (gate {parity.get('atol')})",
+        "",
+        "## Files",
+        "",
+        "| file | bytes |",
+        "|---|---|",
+        *[f"| {n} | {s:,} |" for n, s in sizes.items()],
+        "",
+        "## Intended use and licence",
+        "",
+        "A demonstration and test model for edgellm: text in the style of its training data. Not "
+        "for factual answers. The weights are released under the edgellm licence (Apache-2.0); the "
+        "training text's own licence is noted beside it in the repository.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _train_command(prov: dict) -> str:
+    t = prov.get("training") or {}
+    flags = " ".join(
+        (f"--{k.replace('_', '-')}" if v else f"--no-{k.replace('_', '-')}") if isinstance(v, bool)
+        else f"--{k.replace('_', '-')} {v}"
+        for k, v in t.items())
+    return f"edgellm train {' '.join(prov.get('data') or [])} --out {prov.get('checkpoint')} {flags}"
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)

@@ -1,0 +1,198 @@
+"""Keras checkpoint -> ONNX model folder, validated against Keras before it is written.
+
+    edgellm export runs/shakespeare models/shakespeare
+
+Steps: load the checkpoint under the TensorFlow backend; trace `GPT.decode` (the KV-cache
+forward pass) with an explicit input signature; convert with tf2onnx; name the graph's dynamic
+dimensions; write the folder's files into a temporary folder next to OUT_DIR; check the ONNX
+model against the Keras model (validate.py); only then rename the folder into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgellm import model_folder
+from edgellm.model_folder import input_names, output_names
+
+DEFAULT_OPSET = 17
+
+
+def _import_tensorflow():
+    """Import TensorFlow and Keras on the TensorFlow backend, with a clear error otherwise."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras
+        import tensorflow as tf
+        import tf2onnx
+    except ImportError as error:
+        raise ValueError(f"edgellm export needs TensorFlow, Keras and tf2onnx ({error.name} is missing). "
+                         "Install them with: pip install 'edgellm[train]'") from None
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("edgellm export runs on the TensorFlow backend. "
+                         f"Received: KERAS_BACKEND={keras.backend.backend()}. Unset it or set it to tensorflow.")
+    return tf, tf2onnx
+
+
+def to_onnx(model, opset: int = DEFAULT_OPSET):
+    """Convert a GPT's KV-cache forward pass to an ONNX ModelProto with Optimum's names."""
+    tf, tf2onnx = _import_tensorflow()
+    cfg = model.config
+    past_spec = [None, cfg.num_heads, None, cfg.head_dim]  # (batch, heads, past, head_dim)
+    names = input_names(cfg.num_layers)
+    signature = [tf.TensorSpec([None, None], tf.int64, name=n) for n in names[:3]]
+    signature += [tf.TensorSpec(past_spec, tf.float32, name=n) for n in names[3:]]
+
+    @tf.function(input_signature=signature)
+    def decode(input_ids, attention_mask, position_ids, *past):
+        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(cfg.num_layers)]
+        logits, presents = model.decode(input_ids, attention_mask, position_ids, pairs)
+        flat = [t for pair in presents for t in pair]
+        return dict(zip(output_names(cfg.num_layers), [logits, *flat]))
+
+    proto, _ = tf2onnx.convert.from_function(decode, input_signature=signature, opset=opset)
+    _name_dimensions(proto, cfg)
+    return proto
+
+
+def _name_dimensions(proto, cfg) -> None:
+    """Replace tf2onnx's unk__N dimension names with batch, sequence, past_sequence, total_sequence."""
+    dims = {
+        "input_ids": ["batch", "sequence"],
+        "position_ids": ["batch", "sequence"],
+        "attention_mask": ["batch", "total_sequence"],
+        "logits": ["batch", "sequence", cfg.vocab_size],
+    }
+    for i in range(cfg.num_layers):
+        for kind in ("key", "value"):
+            dims[f"past_key_values.{i}.{kind}"] = ["batch", cfg.num_heads, "past_sequence", cfg.head_dim]
+            dims[f"present.{i}.{kind}"] = ["batch", cfg.num_heads, "total_sequence", cfg.head_dim]
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        shape = value.type.tensor_type.shape
+        for dim, want in zip(shape.dim, dims[value.name]):
+            if isinstance(want, str):
+                dim.Clear()
+                dim.dim_param = want
+            else:
+                dim.Clear()
+                dim.dim_value = want
+
+
+def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
+           force: bool = False) -> dict:
+    """Export a training checkpoint to a validated model folder. Returns the parity figures.
+
+    Example:
+        >>> parity = export("runs/tiny", "models/tiny")
+        >>> parity["greedy_tokens_equal"]
+        True
+    """
+    import onnx
+
+    from edgellm.export import model_card, validate
+    from edgellm.training import checkpoint
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
+    checkpoint.load_meta(checkpoint_dir)  # clear errors before TensorFlow starts
+    _import_tensorflow()
+    model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
+    proto = to_onnx(model, opset)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)
+    try:
+        onnx.save(proto, tmp / model_folder.MODEL_FILE)
+        tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
+        eos = tokenizer.eos_token_id
+        special = {"eos_token_id": eos, "bos_token_id": eos, "pad_token_id": eos}
+        _write(tmp / model_folder.GENERATION_CONFIG_FILE, {
+            "format_version": model_folder.FORMAT_VERSION, "max_new_tokens": 200,
+            "temperature": 0.8, "top_k": 50, "top_p": 0.95, "stop_token_ids": [eos]})
+        _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special))
+        config = {
+            "format_version": model_folder.FORMAT_VERSION,
+            "model_type": "edgellm-gpt",
+            "architecture": model.config.to_dict(),
+            "special_tokens": special,
+            "onnx": {"file": model_folder.MODEL_FILE, "opset": opset,
+                     "inputs": input_names(model.config.num_layers),
+                     "outputs": output_names(model.config.num_layers)},
+            "provenance": {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
+                           "data": meta.get("data"),
+                           "training": meta.get("training"), "metrics": meta.get("metrics"),
+                           "versions": {**meta.get("versions", {}), **_export_versions()}},
+        }
+        _write(tmp / model_folder.CONFIG_FILE, config)
+
+        parity = validate.check_parity(model, tokenizer, tmp)  # raises if the ONNX model disagrees
+        config["provenance"]["parity"] = parity
+        _write(tmp / model_folder.CONFIG_FILE, config)
+        curve = Path(checkpoint_dir) / "loss_curve.png"
+        if curve.is_file():
+            shutil.copy(curve, tmp / "loss_curve.png")
+        (tmp / "README.md").write_text(model_card.render(out_dir.name, config, tmp), encoding="utf-8")
+
+        if out_dir.exists():  # --force: swap the old folder out only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return parity
+
+
+def genai_config(cfg, special: dict) -> dict:
+    """onnxruntime-genai's description of the same folder (model type "decoder")."""
+    return {
+        "model": {
+            "type": "decoder",
+            "context_length": cfg.context_length,
+            "vocab_size": cfg.vocab_size,
+            **special,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": model_folder.MODEL_FILE,
+                "head_size": cfg.head_dim,
+                "hidden_size": cfg.hidden_size,
+                "num_attention_heads": cfg.num_heads,
+                "num_key_value_heads": cfg.num_heads,
+                "num_hidden_layers": cfg.num_layers,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids",
+                           "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        "search": {"do_sample": False, "max_length": cfg.context_length, "min_length": 0,
+                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": False,
+                   "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0,
+                   "early_stopping": True, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+                   "diversity_penalty": 0.0},
+    }
+
+
+def _export_versions() -> dict:
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _write(path: Path, doc: dict) -> None:
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

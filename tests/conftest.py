@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny model trained on real text and exported, once per test session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+SHAKESPEARE = REPO / "data" / "tinyshakespeare" / "input.txt"
+TINY = dict(vocab_size=384, layers=2, heads=2, width=64, context=64, batch_size=16, steps=30,
+            warmup=5, eval_interval=15, lr=3e-3, seed=7, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    """The first 60,000 characters of tinyshakespeare: real text, quick to train on."""
+    path = tmp_path_factory.mktemp("data") / "shakespeare-head.txt"
+    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(corpus_file, tmp_path_factory) -> Path:
+    from edgellm.training.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train([str(corpus_file)], str(out), **TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_checkpoint, tmp_path_factory) -> Path:
+    from edgellm.export.onnx_export import export
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export(tiny_checkpoint, out)
+    return out

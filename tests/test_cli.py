@@ -1,0 +1,73 @@
+"""The edgellm command in a subprocess, as users run it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def edgellm(*args, input=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgellm", *map(str, args)], capture_output=True, text=True,
+                          input=input, env=ENV, cwd=cwd, timeout=600)
+
+
+def test_train_export_generate_commands(corpus_file, tmp_path):
+    ckpt, folder = tmp_path / "ckpt", tmp_path / "model"
+    train = edgellm("train", corpus_file, "--out", ckpt, "--steps", 10, "--eval-interval", 5,
+                    "--layers", 1, "--heads", 2, "--width", 32, "--context", 32, "--vocab-size", 300,
+                    "--batch-size", 8, "--warmup", 2)
+    assert train.returncode == 0, train.stderr
+    assert (ckpt / "model.weights.h5").is_file() and (ckpt / "loss_curve.png").is_file()
+
+    export = edgellm("export", ckpt, folder)
+    assert export.returncode == 0, export.stderr
+    assert (folder / "model.onnx").is_file() and (folder / "README.md").is_file()
+
+    generate = edgellm("generate", "ROMEO:", "--model", folder, "-n", 12, "--seed", 1)
+    assert generate.returncode == 0, generate.stderr
+    assert generate.stdout.startswith("ROMEO:") and len(generate.stdout) > len("ROMEO:\n")
+
+    from_stdin = edgellm("generate", "-", "--model", folder, "-n", 5, "-t", 0, input="ROMEO:")
+    assert from_stdin.returncode == 0 and from_stdin.stdout.startswith("ROMEO:")
+
+
+def test_errors_are_one_line_and_exit_nonzero(tmp_path, tiny_folder):
+    bad = [
+        ("generate", "hi", "--model", "no-such-model"),
+        ("generate", "hi", "--model", tiny_folder, "--top-p", "1.5"),
+        ("generate", "hi", "--model", tiny_folder, "-t", "-1"),
+        ("generate", "hi", "--model", tiny_folder, "-n", "0"),
+        ("generate", "", "--model", tiny_folder),
+        ("export", tmp_path, tmp_path / "out"),
+        ("export", tiny_folder.parent, tiny_folder),
+    ]
+    for args in bad:
+        result = edgellm(*args)
+        assert result.returncode != 0, args
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("Error:") and "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_help_explains_every_command():
+    for args in ([], ["train"], ["export"], ["generate"]):
+        result = edgellm(*args, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, args
+
+
+def test_generating_imports_neither_tensorflow_nor_keras(tiny_folder):
+    code = (
+        "import sys, edgellm\n"
+        f"model = edgellm.load({str(tiny_folder)!r})\n"
+        "print(model.generate('ROMEO:', max_new_tokens=8, seed=0).text)\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    cli = subprocess.run([sys.executable, "-X", "importtime", "-m", "edgellm", "generate", "ROMEO:", "-m",
+                          tiny_folder, "-n", "4"], capture_output=True, text=True, env=ENV)
+    assert cli.returncode == 0, cli.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in cli.stderr.splitlines() if "|" in line}
+    assert not imported & {"tensorflow", "keras", "tf2onnx"}

@@ -1,0 +1,88 @@
+"""The whole path on real text: tokenizer -> Keras training -> tf2onnx export -> runtime -> text."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgellm import model_folder
+from edgellm.generator import load
+
+PROMPTS = ["ROMEO:", "First Citizen:\nWe are", "The king", "What, ho!"]
+
+
+def test_checkpoint_has_weights_tokenizer_history_and_curve(tiny_checkpoint):
+    for name in ("checkpoint.json", "model.weights.h5", "tokenizer.json", "history.csv", "loss_curve.png"):
+        assert (tiny_checkpoint / name).is_file(), name
+    meta = json.loads((tiny_checkpoint / "checkpoint.json").read_text())
+    first_loss = float((tiny_checkpoint / "history.csv").read_text().splitlines()[1].split(",")[1])
+    # 30 steps on real text must beat the uniform guess, ln(384) = 5.95
+    assert meta["metrics"]["val_loss"] < np.log(384)
+    assert meta["metrics"]["train_loss"] < first_loss or meta["metrics"]["train_loss"] < 5.5
+
+
+def test_model_folder_follows_the_contract(tiny_folder):
+    import onnx
+
+    for name in (*model_folder.REQUIRED_FILES, "genai_config.json", "README.md"):
+        assert (tiny_folder / name).is_file(), name
+    graph = onnx.load(tiny_folder / "model.onnx").graph
+    inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
+    outputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.output}
+    assert inputs["input_ids"] == ["batch", "sequence"]
+    assert inputs["attention_mask"] == ["batch", "total_sequence"]
+    assert inputs["position_ids"] == ["batch", "sequence"]
+    assert inputs["past_key_values.1.value"] == ["batch", 2, "past_sequence", 32]
+    assert outputs["logits"] == ["batch", "sequence", 384]
+    assert outputs["present.0.key"] == ["batch", 2, "total_sequence", 32]
+    assert sorted(inputs) == sorted(model_folder.input_names(2))
+    config = json.loads((tiny_folder / "config.json").read_text())
+    assert config["provenance"]["parity"]["greedy_tokens_equal"] is True
+
+
+def test_onnx_with_cache_matches_keras_full_recompute(tiny_checkpoint, tiny_folder):
+    """Greedy ids for 32 new tokens identical; logits within 1e-4, at prefill and every step."""
+    from edgellm.export.validate import check_parity
+    from edgellm.training import checkpoint
+
+    model, tokenizer, _ = checkpoint.load_model(tiny_checkpoint)
+    report = check_parity(model, tokenizer, tiny_folder, prompts=PROMPTS, new_tokens=32)
+    assert report["greedy_tokens_equal"]
+    assert report["decode_steps_checked"] == 32 * len(PROMPTS)
+    assert report["max_abs_logit_diff_prefill"] <= 1e-4
+    assert report["max_abs_logit_diff_decode"] <= 1e-4
+
+
+def test_parity_gate_rejects_a_model_that_differs(tiny_checkpoint, tiny_folder):
+    from edgellm.export.validate import ParityError, check_parity
+    from edgellm.training import checkpoint
+
+    model, tokenizer, _ = checkpoint.load_model(tiny_checkpoint)
+    kernel = model.blocks[0].fc.kernel
+    kernel.assign(kernel.numpy() + 0.05)
+    with pytest.raises(ParityError, match="does not match"):
+        check_parity(model, tokenizer, tiny_folder, prompts=PROMPTS[:1], new_tokens=4)
+
+
+def test_generation_is_reproducible_and_respects_limits(tiny_folder):
+    model = load(tiny_folder)
+    a = model.generate("ROMEO:", max_new_tokens=20, temperature=1.0, top_k=20, seed=3, stop_token_ids=())
+    b = model.generate("ROMEO:", max_new_tokens=20, temperature=1.0, top_k=20, seed=3, stop_token_ids=())
+    assert a.token_ids == b.token_ids and len(a.token_ids) == 20
+    assert a.finish_reason == "length"
+    assert a.text == model.tokenizer.decode(a.token_ids)
+    assert "".join(model.stream("ROMEO:", max_new_tokens=20, temperature=1.0, top_k=20, seed=3,
+                                stop_token_ids=())) == a.text
+    # the context (64) bounds generation
+    long = model.generate("ROMEO:", max_new_tokens=500, temperature=0.0, stop_token_ids=())
+    assert len(model.tokenizer.encode("ROMEO:")) + len(long.token_ids) == 64
+    assert long.finish_reason == "length"
+
+
+def test_export_refuses_existing_folder_and_leaves_nothing_behind(tiny_checkpoint, tiny_folder):
+    from edgellm.export.onnx_export import export
+
+    before = sorted(p.name for p in tiny_folder.parent.iterdir())
+    with pytest.raises(ValueError, match="already exists. Pass --force"):
+        export(tiny_checkpoint, tiny_folder)
+    assert sorted(p.name for p in tiny_folder.parent.iterdir()) == before

@@ -1,0 +1,157 @@
+"""The decoder-only Transformer, in Keras 3 with keras.ops only (TensorFlow, JAX or PyTorch backend).
+
+Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Learned position embeddings,
+optionally tied input/output embeddings. One forward pass serves training (no cache) and the
+exported decoder (past keys/values in, present keys/values out).
+
+Example:
+    >>> from edgellm.config import ModelConfig
+    >>> model = GPT(ModelConfig(vocab_size=300, context_length=16, num_layers=1, num_heads=2, hidden_size=32))
+    >>> model(np.zeros((1, 8), "int32")).shape
+    TensorShape([1, 8, 300])
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from edgellm.config import ModelConfig
+
+NEG_INF = -1e9  # additive mask value; finite so a fully masked row (a pad query) stays NaN-free
+
+
+def _init(std: float):
+    return keras.initializers.RandomNormal(stddev=std)
+
+
+class CausalSelfAttention(layers.Layer):
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        c = config.hidden_size
+        self.qkv = layers.Dense(3 * c, use_bias=config.use_bias, kernel_initializer=_init(0.02), name="qkv")
+        # residual projections are scaled down with depth, as in GPT-2
+        self.proj = layers.Dense(c, use_bias=config.use_bias, name="proj",
+                                 kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
+        self.attn_dropout = layers.Dropout(config.dropout)
+
+    def call(self, x, bias, past_key=None, past_value=None, training=None):
+        # x: (batch, seq, hidden); bias: (batch or 1, 1, seq, past + seq)
+        shape = ops.shape(x)
+        batch, seq = shape[0], shape[1]
+        qkv = ops.reshape(self.qkv(x), (batch, seq, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if past_key is not None:
+            k = ops.concatenate([past_key, k], axis=2)  # (batch, heads, past + seq, head_dim)
+            v = ops.concatenate([past_value, v], axis=2)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.head_dim)
+        weights = ops.softmax(scores + bias, axis=-1)  # (batch, heads, seq, past + seq)
+        y = ops.matmul(self.attn_dropout(weights, training=training), v)  # (batch, heads, seq, head_dim)
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
+        return self.proj(y), k, v
+
+
+class Block(layers.Layer):
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        c = config.hidden_size
+        self.ln_1 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_1")
+        self.attn = CausalSelfAttention(config, name="attn")
+        self.ln_2 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_2")
+        self.fc = layers.Dense(4 * c, use_bias=config.use_bias, kernel_initializer=_init(0.02), name="fc")
+        self.fc_proj = layers.Dense(c, use_bias=config.use_bias, name="fc_proj",
+                                    kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
+        self.dropout = layers.Dropout(config.dropout)
+
+    def call(self, x, bias, past_key=None, past_value=None, training=None):
+        a, k, v = self.attn(self.ln_1(x), bias, past_key, past_value, training=training)
+        x = x + self.dropout(a, training=training)
+        # tanh GELU: exact GELU lowers to the TF op Erfc, which tf2onnx cannot convert
+        m = self.fc_proj(keras.activations.gelu(self.fc(self.ln_2(x)), approximate=True))
+        return x + self.dropout(m, training=training), k, v
+
+
+class GPT(keras.Model):
+    """Decoder-only Transformer built from a `ModelConfig`.
+
+    `call(input_ids)` is the training forward pass: (batch, seq) ids -> (batch, seq, vocab) logits.
+    `decode(...)` is the exported forward pass with a KV cache.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
+                                    embeddings_initializer=_init(0.02), name="wte")
+        self.wpe = layers.Embedding(config.context_length, config.hidden_size,
+                                    embeddings_initializer=_init(0.01), name="wpe")
+        self.drop = layers.Dropout(config.dropout)
+        self.blocks = [Block(config, name=f"block_{i}") for i in range(config.num_layers)]
+        self.ln_f = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_f")
+        self.lm_head = None if config.tie_embeddings else layers.Dense(
+            config.vocab_size, use_bias=False, kernel_initializer=_init(0.02), name="lm_head")
+
+    def call(self, input_ids, training=None):
+        seq = ops.shape(input_ids)[1]
+        position_ids = ops.expand_dims(ops.arange(seq, dtype="int32"), 0)  # (1, seq)
+        logits, _ = self._forward(input_ids, position_ids, None, None, training)
+        return logits
+
+    def decode(self, input_ids, attention_mask, position_ids, past):
+        """One prefill or decode step with a KV cache.
+
+        Args:
+            input_ids: (batch, seq) int.
+            attention_mask: (batch, past + seq) int, 1 for real tokens, 0 for padding.
+            position_ids: (batch, seq) int.
+            past: list of (key, value) per layer, each (batch, heads, past, head_dim).
+        Returns:
+            logits (batch, seq, vocab) and the list of present (key, value), each
+            (batch, heads, past + seq, head_dim).
+        """
+        return self._forward(input_ids, position_ids, attention_mask, past, training=False)
+
+    def _forward(self, input_ids, position_ids, attention_mask, past, training):
+        seq = ops.shape(input_ids)[1]
+        past_len = 0 if past is None else ops.shape(past[0][0])[2]
+        total = past_len + seq
+        # query i sits at absolute position past_len + i and sees keys 0..past_len + i
+        query_pos = ops.arange(seq, dtype="int32") + ops.cast(past_len, "int32")
+        key_pos = ops.arange(total, dtype="int32")
+        allowed = ops.expand_dims(key_pos, 0) <= ops.expand_dims(query_pos, 1)  # (seq, total)
+        allowed = allowed[None, None, :, :]  # (1, 1, seq, total)
+        if attention_mask is not None:
+            allowed = ops.logical_and(allowed, ops.cast(attention_mask, "bool")[:, None, None, :])
+        bias = ops.where(allowed, 0.0, NEG_INF)
+        bias = ops.cast(bias, self.compute_dtype)
+
+        x = self.wte(input_ids) + self.wpe(position_ids)  # (batch, seq, hidden)
+        x = self.drop(x, training=training)
+        presents = []
+        for i, block in enumerate(self.blocks):
+            pk, pv = (None, None) if past is None else past[i]
+            x, k, v = block(x, bias, pk, pv, training=training)
+            presents.append((k, v))
+        x = self.ln_f(x)
+        if self.lm_head is None:
+            logits = ops.matmul(x, ops.transpose(ops.cast(self.wte.embeddings, x.dtype)))
+        else:
+            logits = self.lm_head(x)
+        return ops.cast(logits, "float32"), presents
+
+    def build_weights(self) -> "GPT":
+        """Create all weights by running one tiny forward pass."""
+        self(np.zeros((1, 2), "int32"))
+        return self
+
+    def get_config(self):
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(ModelConfig.from_dict(config))
