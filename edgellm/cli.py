@@ -60,19 +60,27 @@ def main():
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--opset", default=17, help="ONNX opset to convert to.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Ship int8 weights (onnxruntime dynamic quantization).")
+@click.option("--fp16", is_flag=True, help="Ship float16 weights (inputs and outputs stay float32).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
-def export(checkpoint, out_dir, opset, force):
+def export(checkpoint, out_dir, opset, quantize, fp16, force):
     """Export a training CHECKPOINT to a validated ONNX model folder OUT_DIR.
 
-    The ONNX model (with KV cache) is checked against the Keras model before anything is
-    written: greedy tokens must be identical and logits within 1e-4. Needs the train extra.
+    The float32 ONNX model (with KV cache) is checked against the Keras model before anything
+    is written: at batch sizes 1 and 3 (left-padded), greedy tokens must be identical for 32 new
+    tokens and logits within 1e-4. With --quantize int8 or --fp16, model.onnx holds the smaller
+    weights and the model card compares size, perplexity and speed with float32. The folder
+    appears only when complete. Needs the train extra.
     """
+    if quantize and fp16:
+        raise click.UsageError("Choose one of --quantize int8 and --fp16.")
+    weights = "int8" if quantize else "float16" if fp16 else "float32"
     try:
         from edgellm.export.onnx_export import export as run_export
     except ImportError as error:
         raise click.ClickException(f"edgellm export needs {error.name}. Install it with: {TRAIN_EXTRA}")
     try:
-        parity = run_export(checkpoint, out_dir, opset=opset, force=force)
+        parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force)["parity"]
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out_dir} (max logit difference vs Keras: prefill "

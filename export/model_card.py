@@ -50,11 +50,12 @@ def render(name: str, config: dict, folder: Path) -> str:
     lines += [
         "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
         "",
-        f"- {parity.get('prompts')} prompts, {parity.get('decode_steps_checked')} greedy decode steps; "
-        f"greedy tokens identical: {parity.get('greedy_tokens_equal')}",
+        f"- {parity.get('prompts')} prompts, {parity.get('new_tokens_per_prompt')} greedy tokens each, at batch "
+        f"sizes {parity.get('batch_sizes')} (left-padded); greedy tokens identical: {parity.get('greedy_tokens_equal')}",
         f"- max |logit difference|: prefill {_fmt(parity.get('max_abs_logit_diff_prefill'), '.2e')}, "
         f"decode {_fmt(parity.get('max_abs_logit_diff_decode'), '.2e')} (gate {parity.get('atol')})",
         "",
+        *_variants_table(prov.get("variants") or {}, config["onnx"].get("weights", "float32")),
         "## Files",
         "",
         "| file | bytes |",
@@ -69,6 +70,28 @@ def render(name: str, config: dict, folder: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _variants_table(variants: dict, shipped: str) -> list[str]:
+    if not variants:
+        return []
+    base = variants["float32"]
+    lines = [
+        "## model.onnx variants (measured at export, against float32)",
+        "",
+        f"model.onnx in this folder holds **{shipped}** weights.",
+        "",
+        "| weights | file MB | size vs float32 | val perplexity | perplexity vs float32 | decode tokens/s | speed vs float32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in variants.items():
+        ppl = v.get("val_perplexity")
+        lines.append(
+            f"| {name} | {v['file_bytes'] / 1e6:.2f} | {v['file_bytes'] / base['file_bytes']:.0%} | "
+            f"{_fmt(ppl, '.2f')} | "
+            f"{'n/a' if ppl is None else format(ppl / base['val_perplexity'] - 1, '+.1%')} | "
+            f"{v['decode_tokens_per_s']:.0f} | {v['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x |")
+    return [*lines, "", "Perplexity is on held-out windows of the training files' validation split.", ""]
 
 
 def _train_command(prov: dict) -> str:

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from edgellm import model_folder
 from edgellm.model_folder import input_names, output_names
 
@@ -40,6 +42,8 @@ def _import_tensorflow():
 
 def to_onnx(model, opset: int = DEFAULT_OPSET):
     """Convert a GPT's KV-cache forward pass to an ONNX ModelProto with Optimum's names."""
+    import onnx
+
     tf, tf2onnx = _import_tensorflow()
     cfg = model.config
     past_spec = [None, cfg.num_heads, None, cfg.head_dim]  # (batch, heads, past, head_dim)
@@ -54,9 +58,44 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
         flat = [t for pair in presents for t in pair]
         return dict(zip(output_names(cfg.num_layers), [logits, *flat]))
 
-    proto, _ = tf2onnx.convert.from_function(decode, input_signature=signature, opset=opset)
+    try:
+        proto, _ = tf2onnx.convert.from_function(decode, input_signature=signature, opset=opset)
+    except Exception as error:  # tf2onnx raises many types; the first line names the op
+        raise ValueError(f"tf2onnx could not convert the model: {str(error).splitlines()[0]}. "
+                         "Use layers built from keras.ops that tf2onnx supports.") from None
+    unsupported = sorted({n.op_type for n in proto.graph.node
+                          if not onnx.defs.has(n.op_type, n.domain or "")})
+    if unsupported:
+        raise ValueError(f"The model uses operations ONNX does not have: {', '.join(unsupported)}. "
+                         "Replace the layers that produce them (exact GELU becomes Erfc: use the tanh form).")
     _name_dimensions(proto, cfg)
+    _share_transposed_weights(proto)
     return proto
+
+
+def _share_transposed_weights(proto) -> None:
+    """Store a tied output embedding once.
+
+    TensorFlow folds the transpose of the tied embedding into a second constant, doubling the
+    embedding's bytes in model.onnx. Replace that constant by a Transpose node of the original;
+    onnxruntime folds it back at load, so only the file gets smaller.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    matrices = {name: numpy_helper.to_array(i) for name, i in inits.items() if len(i.dims) == 2}
+    removed: set[str] = set()
+    for name, array in matrices.items():
+        for other, candidate in matrices.items():
+            if other == name or other in removed or candidate.shape != array.shape[::-1]:
+                continue
+            if np.array_equal(candidate.T, array):
+                removed.add(name)
+                proto.graph.initializer.remove(inits[name])
+                proto.graph.node.insert(0, onnx.helper.make_node("Transpose", [other], [name], perm=[1, 0],
+                                                                 name=f"{name}/shared_transpose"))
+                break
 
 
 def _name_dimensions(proto, cfg) -> None:
@@ -83,19 +122,28 @@ def _name_dimensions(proto, cfg) -> None:
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-           force: bool = False) -> dict:
-    """Export a training checkpoint to a validated model folder. Returns the parity figures.
+           weights: str = "float32", force: bool = False) -> dict:
+    """Export a training checkpoint to a validated model folder. Returns config.json's provenance.
+
+    Args:
+        checkpoint_dir: a folder written by `edgellm train`.
+        out_dir: the model folder to create (refused if it exists, unless `force`).
+        opset: ONNX opset.
+        weights: "float32", or a smaller variant of model.onnx: "int8" or "float16".
+        force: replace `out_dir` if it exists.
 
     Example:
-        >>> parity = export("runs/tiny", "models/tiny")
-        >>> parity["greedy_tokens_equal"]
+        >>> provenance = export("runs/tiny", "models/tiny")
+        >>> provenance["parity"]["greedy_tokens_equal"]
         True
     """
     import onnx
 
-    from edgellm.export import model_card, validate
+    from edgellm.export import model_card, validate, variants
     from edgellm.training import checkpoint
 
+    if weights not in variants.VARIANTS:
+        raise ValueError(f"weights must be one of {variants.VARIANTS}. Received: weights={weights!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
@@ -107,6 +155,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)
+    scratch = Path(tempfile.mkdtemp(prefix="edgellm-export-"))
     try:
         onnx.save(proto, tmp / model_folder.MODEL_FILE)
         tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
@@ -116,23 +165,32 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
             "format_version": model_folder.FORMAT_VERSION, "max_new_tokens": 200,
             "temperature": 0.8, "top_k": 50, "top_p": 0.95, "stop_token_ids": [eos]})
         _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special))
+        provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
+                      "data": meta.get("data"), "training": meta.get("training"),
+                      "metrics": meta.get("metrics"),
+                      "versions": {**meta.get("versions", {}), **_export_versions()}}
         config = {
             "format_version": model_folder.FORMAT_VERSION,
             "model_type": "edgellm-gpt",
             "architecture": model.config.to_dict(),
             "special_tokens": special,
-            "onnx": {"file": model_folder.MODEL_FILE, "opset": opset,
+            "onnx": {"file": model_folder.MODEL_FILE, "opset": opset, "weights": weights,
                      "inputs": input_names(model.config.num_layers),
                      "outputs": output_names(model.config.num_layers)},
-            "provenance": {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
-                           "data": meta.get("data"),
-                           "training": meta.get("training"), "metrics": meta.get("metrics"),
-                           "versions": {**meta.get("versions", {}), **_export_versions()}},
+            "provenance": provenance,
         }
         _write(tmp / model_folder.CONFIG_FILE, config)
 
-        parity = validate.check_parity(model, tokenizer, tmp)  # raises if the ONNX model disagrees
-        config["provenance"]["parity"] = parity
+        # the gate runs on the float32 graph; a smaller variant is then measured against it
+        provenance["parity"] = validate.check_parity(model, tokenizer, tmp)  # raises on mismatch
+        windows = variants.validation_windows(meta, tokenizer, model.config.context_length)
+        figures = {"float32": variants.measure(tmp, windows)}
+        if weights != "float32":
+            float32_file = scratch / "model.float32.onnx"
+            os.replace(tmp / model_folder.MODEL_FILE, float32_file)
+            variants.make_variant(float32_file, tmp / model_folder.MODEL_FILE, weights)
+            figures[weights] = variants.measure(tmp, windows)
+        provenance["variants"] = figures
         _write(tmp / model_folder.CONFIG_FILE, config)
         curve = Path(checkpoint_dir) / "loss_curve.png"
         if curve.is_file():
@@ -147,9 +205,9 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         else:
             os.replace(tmp, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return parity
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return provenance
 
 
 def genai_config(cfg, special: dict) -> dict:

@@ -1,75 +1,100 @@
 """The export gate: the ONNX model with its KV cache must agree with Keras recomputing everything.
 
-For each prompt, the Keras model runs greedy decoding by full recompute (no cache, the whole
-sequence every step) and the runtime runs its own loop on the exported folder. The greedy ids
-must be identical and the logits, at prefill and at every decode step, within `atol`.
+Reference: for each prompt alone, the Keras model decodes greedily by full recompute (no cache,
+no padding, the whole sequence every step). Candidate: the exported model decodes greedily with
+its KV cache, at each batch size, with several prompts of different lengths left-padded into
+one batch. For every row, the greedy ids must be identical and the logits, at prefill and at
+every decode step, within `atol`. The runtime's own generation loop must give the same ids.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_PROMPTS = ("ROMEO:", "The king", "\n", "What is the matter, my lord?")
+DEFAULT_PROMPTS = ("ROMEO:", "The king is", "\n", "What is the matter, my lord?")
 
 
 class ParityError(ValueError):
     """The exported model does not reproduce the Keras model."""
 
 
+def keras_greedy(model, prompt_ids: list[int], steps: int) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy ids and logits by full recompute: [prefill logits (prompt, vocab), then (vocab,) per step]."""
+    seq, logits_per_step = list(prompt_ids), []
+    for step in range(steps):
+        logits = np.asarray(model(np.array([seq], np.int32), training=False))[0]  # (len(seq), vocab)
+        logits_per_step.append(logits if step == 0 else logits[-1])
+        seq.append(int(np.argmax(logits[-1])))
+    return seq[len(prompt_ids):], logits_per_step
+
+
+def onnx_greedy_batch(runtime, rows: list[list[int]], steps: int) -> tuple[list[list[int]], list[list[np.ndarray]]]:
+    """Greedy decoding of left-padded rows with the KV cache; per row, logits as in `keras_greedy`."""
+    batch, longest = len(rows), max(len(r) for r in rows)
+    pad = runtime.folder.special_tokens.get("pad_token_id") or 0
+    ids = np.full((batch, longest), pad, np.int64)
+    mask = np.zeros((batch, longest), np.int64)
+    for b, row in enumerate(rows):
+        ids[b, longest - len(row):] = row
+        mask[b, longest - len(row):] = 1
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # (batch, longest)
+    past = runtime.empty_past(batch)
+    tokens = [[] for _ in rows]
+    logits_per_row = [[] for _ in rows]
+    for step in range(steps):
+        logits, past = runtime.forward(ids, mask, positions, past)  # (batch, seq, vocab)
+        next_ids = logits[:, -1].argmax(-1)
+        for b, row in enumerate(rows):
+            logits_per_row[b].append(logits[b, longest - len(row):] if step == 0 else logits[b, -1])
+            tokens[b].append(int(next_ids[b]))
+        ids = next_ids[:, None].astype(np.int64)
+        positions = positions[:, -1:] + 1
+        mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
+    return tokens, logits_per_row
+
+
 def check_parity(model, tokenizer, folder, prompts=DEFAULT_PROMPTS, new_tokens: int = 32,
-                 atol: float = 1e-4) -> dict:
-    """Compare Keras (full recompute) with edgellm on the exported `folder`. Returns the figures."""
+                 atol: float = 1e-4, batch_sizes=(1, 3)) -> dict:
+    """Compare Keras (full recompute) with the exported `folder`. Returns the figures, or raises ParityError."""
     from edgellm.generator import Generator
 
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
+    encoded = [tokenizer.encode(p) for p in prompts]
+    steps = min(new_tokens, model.config.context_length - max(len(ids) for ids in encoded))
+    reference = [keras_greedy(model, ids, steps) for ids in encoded]
+
     worst_prefill = worst_decode = 0.0
-    failures = []
-    steps_checked = 0
-    for prompt in prompts:
-        ids = tokenizer.encode(prompt)
-        steps = min(new_tokens, model.config.context_length - len(ids))
-        # ONNX: prefill, then one cached decode step per token, greedy
-        seq = list(ids)
-        onnx_logits = []
-        past = runtime.empty_past(1)
-        step_ids = np.array([ids], np.int64)
-        for _ in range(steps):
-            positions = np.arange(len(seq) - step_ids.shape[1], len(seq), dtype=np.int64)[None]
-            logits, past = runtime.forward(step_ids, np.ones((1, len(seq)), np.int64), positions, past)
-            onnx_logits.append(logits[0])  # (step seq, vocab)
-            token = int(np.argmax(logits[0, -1]))
-            seq.append(token)
-            step_ids = np.array([[token]], np.int64)
-        onnx_tokens = seq[len(ids):]
-        # Keras: the whole sequence each step; the ONNX tokens are followed so logits line up
-        for step in range(steps):
-            context = np.array([seq[: len(ids) + step]], np.int32)
-            keras_logits = np.asarray(model(context, training=False))[0]  # (seq, vocab)
-            if step == 0:
-                worst_prefill = max(worst_prefill, float(np.abs(keras_logits - onnx_logits[0]).max()))
-            else:
-                diff = float(np.abs(keras_logits[-1] - onnx_logits[step][-1]).max())
-                worst_decode = max(worst_decode, diff)
-            keras_token = int(np.argmax(keras_logits[-1]))
-            if keras_token != onnx_tokens[step]:
-                failures.append(f"prompt {prompt!r}: step {step} Keras chose {keras_token}, "
-                                f"ONNX chose {onnx_tokens[step]}")
-                break
-        # and the runtime's own generation loop must produce the same ids
+    failures: list[str] = []
+    for batch_size in batch_sizes:
+        for start in range(0, len(prompts), batch_size):
+            # the last group is filled up with the first prompts so every batch has batch_size rows
+            group = [(start + i) % len(prompts) for i in range(batch_size)]
+            tokens, logits = onnx_greedy_batch(runtime, [encoded[i] for i in group], steps)
+            for row, i in enumerate(group):
+                ref_tokens, ref_logits = reference[i]
+                worst_prefill = max(worst_prefill, float(np.abs(ref_logits[0] - logits[row][0]).max()))
+                for step in range(1, steps):
+                    worst_decode = max(worst_decode, float(np.abs(ref_logits[step] - logits[row][step]).max()))
+                if tokens[row] != ref_tokens:
+                    step = next(s for s, (a, b) in enumerate(zip(tokens[row], ref_tokens)) if a != b)
+                    failures.append(f"batch {batch_size}, prompt {prompts[i]!r}: at step {step} Keras chose "
+                                    f"{ref_tokens[step]}, ONNX chose {tokens[row][step]}")
+    for prompt, (ref_tokens, _) in zip(prompts, reference):
         looped = runtime.generate(prompt, max_new_tokens=steps, temperature=0.0, stop_token_ids=()).token_ids
-        if looped != onnx_tokens:
-            failures.append(f"prompt {prompt!r}: edgellm's loop gave different ids than the step check")
-        steps_checked += steps
+        if looped != ref_tokens:
+            failures.append(f"prompt {prompt!r}: edgellm's generation loop gave other ids than Keras")
+
+    worst = max(worst_prefill, worst_decode)
     report = {
         "prompts": len(prompts),
-        "new_tokens_per_prompt": new_tokens,
-        "decode_steps_checked": steps_checked,
+        "batch_sizes": list(batch_sizes),
+        "new_tokens_per_prompt": steps,
         "max_abs_logit_diff_prefill": worst_prefill,
         "max_abs_logit_diff_decode": worst_decode,
         "atol": atol,
         "greedy_tokens_equal": not failures,
     }
-    if failures or max(worst_prefill, worst_decode) > atol:
-        detail = "; ".join(failures) or f"max logit difference {max(worst_prefill, worst_decode):.2e} > {atol:.0e}"
+    if failures or worst > atol:
+        detail = "; ".join(failures[:3]) or f"max logit difference {worst:.2e} > {atol:.0e}"
         raise ParityError(f"The ONNX model does not match the Keras model: {detail}. Nothing was written.")
     return report

@@ -1,0 +1,107 @@
+"""edgellm export: variants, onnxruntime-genai compatibility, and failures that leave nothing behind."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgellm.generator import load
+
+
+def test_onnxruntime_genai_runs_the_folder_unchanged_with_the_same_greedy_tokens(tiny_folder):
+    og = pytest.importorskip("onnxruntime_genai")
+    model = load(tiny_folder)
+    for prompt in ("ROMEO:", "The king"):
+        ids = model.tokenizer.encode(prompt)
+        params = og.GeneratorParams(og.Model(str(tiny_folder)))
+        params.set_search_options(max_length=len(ids) + 24, do_sample=False)
+        generator = og.Generator(og.Model(str(tiny_folder)), params)
+        generator.append_tokens(ids)
+        theirs = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            theirs.append(int(generator.get_next_tokens()[0]))
+        ours = model.generate(prompt, max_new_tokens=24, temperature=0.0, stop_token_ids=()).token_ids
+        assert theirs == ours
+
+
+@pytest.mark.parametrize("weights", ["int8", "float16"])
+def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path, weights):
+    from edgellm.export.onnx_export import export
+
+    provenance = export(tiny_checkpoint, tmp_path / weights, weights=weights)
+    config = json.loads((tmp_path / weights / "config.json").read_text())
+    assert config["onnx"]["weights"] == weights
+    figures = provenance["variants"]
+    assert set(figures) == {"float32", weights}
+    assert figures[weights]["file_bytes"] < figures["float32"]["file_bytes"]
+    assert figures[weights]["file_bytes"] == (tmp_path / weights / "model.onnx").stat().st_size
+    # the smaller weights barely change the model: perplexity within 3% of float32
+    assert figures[weights]["val_perplexity"] <= 1.03 * figures["float32"]["val_perplexity"]
+    assert weights in (tmp_path / weights / "README.md").read_text()
+    result = load(tmp_path / weights).generate("ROMEO:", max_new_tokens=8, temperature=0.0)
+    assert result.token_ids
+
+
+def test_tied_embedding_is_stored_once(tiny_folder):
+    import onnx
+
+    graph = onnx.load(tiny_folder / "model.onnx").graph
+    embedding_sized = [i.name for i in graph.initializer if sorted(i.dims) == [64, 384]]
+    assert len(embedding_sized) == 1, embedding_sized
+
+
+def test_a_failure_mid_write_leaves_no_folder(tiny_checkpoint, tmp_path, monkeypatch):
+    from edgellm.export import model_card
+    from edgellm.export.onnx_export import export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_card, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export(tiny_checkpoint, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoints_get_clear_errors(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from edgellm.export.onnx_export import export
+
+    with pytest.raises(ValueError, match="Not an edgellm checkpoint"):
+        export(tmp_path, tmp_path / "out")
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoint, old)
+    meta = json.loads((old / "checkpoint.json").read_text())
+    (old / "checkpoint.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ValueError, match="format_version must be 1. Received: 99"):
+        export(old, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_operation_onnx_lacks_is_named(monkeypatch):
+    import keras
+
+    from edgellm.config import ModelConfig
+    from edgellm.export.onnx_export import to_onnx
+    from edgellm.training.model import GPT
+
+    exact_gelu = keras.activations.gelu
+    monkeypatch.setattr(keras.activations, "gelu", lambda x, approximate=True: exact_gelu(x, approximate=False))
+    model = GPT(ModelConfig(vocab_size=300, context_length=16, num_layers=1, num_heads=2, hidden_size=32))
+    with pytest.raises(ValueError, match="operations ONNX does not have: Erfc"):
+        to_onnx(model.build_weights())
+
+
+def test_padded_batch_rows_match_single_rows(tiny_folder):
+    """Left padding and the attention mask: a padded row's logits equal the row run alone."""
+    from edgellm.export.validate import onnx_greedy_batch
+
+    runtime = load(tiny_folder)
+    rows = [runtime.tokenizer.encode(p) for p in ("ROMEO:", "First Citizen:\nWe are accounted poor")]
+    tokens, logits = onnx_greedy_batch(runtime, rows, steps=6)
+    for b, row in enumerate(rows):
+        alone_tokens, alone_logits = onnx_greedy_batch(runtime, [row], steps=6)
+        assert tokens[b] == alone_tokens[0]
+        assert np.abs(logits[b][0] - alone_logits[0][0]).max() < 1e-4
