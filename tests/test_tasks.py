@@ -1,0 +1,51 @@
+"""Prompt/completion data: reading, the template, and the loss mask."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgellm.tokenizer import Tokenizer
+from edgellm.training.tasks import (COMPLETION_TOKEN, TASK_SPECIAL_TOKENS, Example, encode_examples, masked_batch,
+                                    read_examples)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(["Where is Mary? bathroom. Mary went to the garden."], 300, TASK_SPECIAL_TOKENS)
+
+
+def test_loss_counts_only_completion_tokens(tok):
+    examples = [Example("Where is Mary?", " bathroom"), Example("Mary went to the garden. Where is Mary?", " garden")]
+    encoded, skipped = encode_examples(tok, examples, context_length=64)
+    x, y, w = masked_batch(encoded, pad_id=tok.eos_token_id)
+    assert skipped == 0 and x.shape == y.shape == w.shape and x.shape[1] % 16 == 0
+    for b, example in enumerate(examples):
+        weighted_targets = y[b][w[b] == 1].tolist()
+        assert weighted_targets == tok.encode(example.completion) + [tok.eos_token_id]
+        # the weighted targets follow the <|completion|> token in the inputs
+        first = int(np.argmax(w[b]))
+        assert x[b, first] == tok.special_tokens[COMPLETION_TOKEN]
+
+
+def test_too_long_examples_are_skipped_and_counted_or_refused(tok):
+    examples = [Example("Where is Mary?", " bathroom"), Example("Mary " * 40, " garden")]
+    encoded, skipped = encode_examples(tok, examples, context_length=40)
+    assert len(encoded) == 1 and skipped == 1
+    with pytest.raises(ValueError, match="Example 2 is .* tokens"):
+        encode_examples(tok, examples, context_length=40, too_long="error")
+
+
+def test_bad_lines_are_named(tmp_path):
+    good = {"prompt": "a", "completion": "b"}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: not valid JSON"):
+        read_examples(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"prompt": "a", "completion": " "}) + "\n")
+    with pytest.raises(ValueError, match="line 1: the completion is empty"):
+        read_examples(tmp_path / "empty.jsonl")
+    (tmp_path / "pairs.tsv").write_text("Go.\tVa !\nRun!\n")
+    with pytest.raises(ValueError, match=r"pairs.tsv, line 2: needs prompt<TAB>completion"):
+        read_examples(tmp_path / "pairs.tsv")
+    (tmp_path / "ok.tsv").write_text("line one\\nline two\tanswer\n")
+    assert read_examples(tmp_path / "ok.tsv") == [Example("line one\nline two", "answer")]

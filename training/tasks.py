@@ -1,0 +1,140 @@
+"""Prompt/completion examples for task models: reading, the prompt template, masked batches.
+
+Files: JSONL with one {"prompt": ..., "completion": ...} object per line, or TSV with
+prompt<TAB>completion per line (a literal "\\n" in TSV stands for a newline).
+
+Template: an example is tokenized as
+
+    prompt ids + [<|completion|>] + completion ids + [<|endoftext|>]
+
+and only the completion ids and the closing <|endoftext|> count in the loss. At generation the
+runtime encodes the prompt, appends <|completion|>, and stops at <|endoftext|>. The two special
+tokens are part of every edgellm tokenizer trained for tasks (TASK_SPECIAL_TOKENS).
+
+No packing: examples are grouped by length into batches and right-padded to the batch's longest
+example (rounded up to a multiple of 16, so XLA compiles a few shapes only). Causal attention
+means right padding never changes the real tokens' logits, and padded positions carry zero loss
+weight, so no example attends to another one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from edgellm.tokenizer import Tokenizer
+
+COMPLETION_TOKEN = "<|completion|>"
+TASK_SPECIAL_TOKENS = ("<|endoftext|>", COMPLETION_TOKEN)
+PAD_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a JSONL or TSV file of prompt/completion pairs, naming the line of any bad one."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ValueError(f"Cannot read examples file {path}: {error.strerror}.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Examples file {path} is not UTF-8 (byte offset {error.start}).") from None
+    jsonl = path.suffix in (".jsonl", ".json")
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        if jsonl:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error.msg}). Each line must be one "
+                                 '{"prompt": ..., "completion": ...} object.') from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
+                    or not isinstance(record.get("completion"), str):
+                raise ValueError(f'{where}: needs string fields "prompt" and "completion". Received: {line[:80]}')
+            prompt, completion = record["prompt"], record["completion"]
+        else:
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise ValueError(f"{where}: needs prompt<TAB>completion. Received {len(fields)} field(s).")
+            prompt, completion = (f.replace("\\n", "\n") for f in fields)
+        if not completion.strip():
+            raise ValueError(f"{where}: the completion is empty. Every example needs a completion.")
+        examples.append(Example(prompt, completion))
+    if not examples:
+        raise ValueError(f"Examples file {path} holds no examples.")
+    return examples
+
+
+def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
+    """Token ids of the whole example and the index where the completion starts."""
+    prompt = tokenizer.encode(example.prompt) + [tokenizer.special_tokens[COMPLETION_TOKEN]]
+    completion = tokenizer.encode(example.completion) + [tokenizer.special_tokens["<|endoftext|>"]]
+    return prompt + completion, len(prompt)
+
+
+def encode_examples(tokenizer: Tokenizer, examples: list[Example], context_length: int,
+                    too_long: str = "skip") -> tuple[list[tuple[list[int], int]], int]:
+    """Encode examples; those longer than context_length + 1 are skipped (counted) or an error."""
+    if too_long not in ("skip", "error"):
+        raise ValueError(f"too_long must be 'skip' or 'error'. Received: too_long={too_long!r}")
+    for token in TASK_SPECIAL_TOKENS:
+        if token not in tokenizer.special_tokens:
+            raise ValueError(f"The tokenizer lacks the special token {token}. Train it with "
+                             f"special tokens {list(TASK_SPECIAL_TOKENS)}.")
+    encoded, skipped = [], 0
+    for i, example in enumerate(examples):
+        ids, start = encode_example(tokenizer, example)
+        if len(ids) > context_length + 1:
+            if too_long == "error":
+                raise ValueError(f"Example {i + 1} is {len(ids)} tokens, more than the context "
+                                 f"({context_length}) + 1. Raise --context or pass --too-long skip.")
+            skipped += 1
+            continue
+        encoded.append((ids, start))
+    return encoded, skipped
+
+
+def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-padded (inputs, targets, loss weights), each (batch, length); weight 1 on completion targets."""
+    longest = max(len(ids) for ids, _ in encoded) - 1
+    length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    x = np.full((len(encoded), length), pad_id, np.int32)
+    y = np.full((len(encoded), length), pad_id, np.int32)
+    w = np.zeros((len(encoded), length), np.float32)
+    for b, (ids, start) in enumerate(encoded):
+        n = len(ids) - 1
+        x[b, :n], y[b, :n] = ids[:-1], ids[1:]
+        w[b, start - 1 : n] = 1.0  # target t is ids[t + 1]: completion ids sit at start..n
+    return x, y, w
+
+
+class ExampleBatches(keras.utils.PyDataset):
+    """Length-grouped batches of examples; the order of each epoch depends only on (seed, epoch)."""
+
+    def __init__(self, encoded, batch_size: int, steps: int, seed: int, pad_id: int, **kwargs):
+        super().__init__(**kwargs)
+        if not encoded:
+            raise ValueError("No examples fit in the context. Raise --context.")
+        self.encoded = sorted(encoded, key=lambda e: len(e[0]))
+        self.batch_size, self.steps, self.seed, self.pad_id, self.epoch = batch_size, steps, seed, pad_id, 0
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng((self.seed, self.epoch * self.steps + index))
+        # a random run of neighbours in length order: batches of similar lengths, little padding
+        start = int(rng.integers(0, max(1, len(self.encoded) - self.batch_size + 1)))
+        return masked_batch(self.encoded[start : start + self.batch_size], self.pad_id)
