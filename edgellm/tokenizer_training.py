@@ -6,9 +6,9 @@ hold that pair are re-merged and their pair counts updated, and a heap finds the
 
 Example:
     >>> from edgellm.tokenizer_training import train
-    >>> tok = train(["the cat sat on the mat"] * 4, vocab_size=270)
-    >>> tok.vocab_size
-    270
+    >>> tok = train(["the cat sat on the mat"] * 4, vocab_size=265)
+    >>> tok.vocab_size, tok.encode(" the mat")
+    (265, [263, 260, 256])
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ tokenizer commands, and parity with Hugging Face `tokenizers` both ways on Engli
 import ast
 import json
 import random
+import sys
+import unicodedata
 
 import pytest
 import tokenizers
@@ -14,7 +16,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from conftest import REPO, SHAKESPEARE
 from edgellm.cli import main
-from edgellm.tokenizer import Tokenizer, TokenizerError
+from edgellm.tokenizer import CHAR_TO_BYTE, SPLIT_PATTERN, Tokenizer, TokenizerError
 
 ENGLISH_FILE = REPO / "data" / "austen" / "austen-sample.txt"
 FRENCH_FILE = REPO / "data" / "tatoeba-fra" / "fra-sample.txt"
@@ -280,6 +282,22 @@ def test_any_consistent_id_order_loads_with_its_own_ids(tok, tmp_path):
     assert ours.to_json()["model"]["vocab"] == doc["model"]["vocab"]
 
 
+def test_split_matches_hugging_face_on_every_assigned_code_point():
+    """Each character assigned in this Python's Unicode tables, in several contexts."""
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    differ = []
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        if unicodedata.category(c) in ("Cs", "Cn"):
+            continue
+        s = f"a{c}{c} {c}1{c}\n{c} x'{c}  {c}"
+        theirs = [bytes(CHAR_TO_BYTE[ch] for ch in piece).decode() for piece, _ in byte_level.pre_tokenize_str(s)]
+        if SPLIT_PATTERN.findall(s) != theirs:
+            differ.append(f"U+{code:04X}")
+    assert not differ, differ[:20]
+
+
+
 # ---- tokenizer.json errors ----------------------------------------------------------------------
 
 
@@ -382,3 +400,4 @@ def test_tokenizer_commands_fail_with_one_line(tmp_path):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 1 and len(lines) == 1, (args, result.output)
         assert lines[0].startswith("Error: ") and message in lines[0], (args, lines)
+
