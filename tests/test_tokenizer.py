@@ -401,3 +401,9 @@ def test_tokenizer_commands_fail_with_one_line(tmp_path):
         assert result.exit_code == 1 and len(lines) == 1, (args, result.output)
         assert lines[0].startswith("Error: ") and message in lines[0], (args, lines)
 
+
+
+def test_tokenizer_commands_explain_themselves():
+    for args in (["tokenizer"], ["tokenizer", "train"], ["tokenize"]):
+        result = _run(*args, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.stdout, args
