@@ -1,12 +1,14 @@
 """Byte-level BPE tokenizer, shared by training and the runtime.
 
-Text is split into chunks with GPT-2's pattern, each chunk's UTF-8 bytes are
-merged by learned byte-pair merges, and ids map 1:1 to tokens. The file format
-is Hugging Face `tokenizers`' tokenizer.json (BPE model, ByteLevel
-pre-tokenizer and decoder), so either library can read what the other wrote.
+Text is cut into chunks with GPT-2's pattern; each chunk's UTF-8 bytes start as one id per byte
+and are merged pair by pair, the pair learned earliest first. The tokenizer is an id -> bytes
+table plus ranked merges, so any consistent byte-level BPE vocabulary loads with its own ids.
+The file format is Hugging Face `tokenizers`' tokenizer.json (BPE model, ByteLevel
+pre-tokenizer and decoder), so either library reads what the other wrote. Training lives in
+tokenizer_training.py.
 
-Ids: 0-255 are the raw bytes, 256.. are merges in the order learned, and the
-special tokens come last.
+Special tokens (`<|endoftext|>`) are atoms: never merged, and their text in user input is plain
+text unless `encode(..., allow_special=True)`.
 
 Example:
     >>> tok = Tokenizer.train(["to be or not to be"], vocab_size=260)
@@ -20,8 +22,7 @@ import codecs
 import heapq
 import json
 import os
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import regex
@@ -31,22 +32,16 @@ SPLIT_PATTERN = regex.compile(
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+FORMAT_VERSION = "1.0"  # tokenizer.json's own "version": Hugging Face's format, read and written
+CACHE_SIZE = 100_000  # chunks whose ids are remembered; prose repeats its words
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from each byte to a printable unicode character."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars = dict(zip(printable, printable))
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = 256 + extra
-            extra += 1
-    return {b: chr(c) for b, c in sorted(chars.items())}
+    """GPT-2's reversible map from each byte to a printable character (how tokenizer.json spells bytes)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(others)}
+    return dict(sorted(chars.items()))
 
 
 BYTE_TO_CHAR = bytes_to_unicode()
@@ -54,28 +49,53 @@ CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 
 
 class TokenizerError(ValueError):
-    """A tokenizer file or argument that edgellm cannot use."""
+    """A tokenizer file, text or argument that edgellm cannot use."""
 
 
 class Tokenizer:
-    """Byte-level BPE: `merges` maps a pair of ids to the id of their merge."""
+    """Byte-level BPE over an id -> bytes table and ranked merges.
 
-    def __init__(self, merges: dict[tuple[int, int], int], special_tokens: Iterable[str] = ()):
-        self.merges = dict(merges)
-        # id -> bytes, for decoding
-        self.token_bytes: list[bytes] = [bytes([b]) for b in range(256)]
-        for (a, b), new_id in sorted(self.merges.items(), key=lambda kv: kv[1]):
-            assert new_id == len(self.token_bytes), "merge ids must be consecutive from 256"
-            self.token_bytes.append(self.token_bytes[a] + self.token_bytes[b])
-        self.special_tokens: dict[str, int] = {}
-        for token in special_tokens:
-            self.special_tokens[token] = len(self.token_bytes)
-            self.token_bytes.append(token.encode("utf-8"))
-        self._special_pattern = (
-            regex.compile("(" + "|".join(regex.escape(t) for t in self.special_tokens) + ")")
-            if self.special_tokens
-            else None
-        )
+    Args:
+        vocab: the bytes of every id, in id order; a special token's entry is its UTF-8 text.
+            Every single byte must have an id.
+        merges: pairs of ids in rank order; each pair's concatenated bytes must be in `vocab`.
+        special_tokens: text -> id of the special tokens.
+
+    Example:
+        >>> tok = Tokenizer([bytes([b]) for b in range(256)] + [b"hi", b"<eos>"], [(104, 105)], {"<eos>": 257})
+        >>> tok.encode("hi!<eos>", allow_special=True)
+        [256, 33, 257]
+    """
+
+    def __init__(self, vocab: Sequence[bytes], merges: Iterable[tuple[int, int]] = (),
+                 special_tokens: Mapping[str, int] | None = None):
+        self.token_bytes = [bytes(b) for b in vocab]
+        self.special_tokens = dict(special_tokens or {})
+        n = len(self.token_bytes)
+        for text, i in self.special_tokens.items():
+            if not (0 <= i < n and self.token_bytes[i] == text.encode("utf-8")):
+                raise TokenizerError(f"Special token {text!r} must have an id in [0, {n}) whose bytes are its "
+                                     f"text. Received: id {i}")
+        special_ids = set(self.special_tokens.values())
+        id_of = {b: i for i, b in enumerate(self.token_bytes) if i not in special_ids}
+        if len(id_of) != n - len(special_ids):
+            raise TokenizerError("Two ids have the same bytes. Received: a vocabulary with duplicate entries")
+        missing = [b for b in range(256) if bytes([b]) not in id_of]
+        if missing:
+            raise TokenizerError(f"Every byte needs an id of its own. Received: no id for byte(s) "
+                                 f"{', '.join(f'0x{b:02x}' for b in missing[:8])}")
+        self.byte_ids = [id_of[bytes([b])] for b in range(256)]
+        self.merges: dict[tuple[int, int], int] = {}  # pair -> merged id, in rank order
+        for a, b in merges:
+            merged = id_of.get(self.token_bytes[a] + self.token_bytes[b])
+            if merged is None:
+                raise TokenizerError(f"The merge of ids {a} and {b} must be in the vocabulary. Received: no id "
+                                     f"for {self.token_bytes[a] + self.token_bytes[b]!r}")
+            self.merges.setdefault((a, b), merged)
+        self._ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        # longest first, so that of two specials starting at one place the longer one wins
+        longest_first = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_pattern = regex.compile("|".join(map(regex.escape, longest_first))) if longest_first else None
         self._cache: dict[str, list[int]] = {}
 
     @property
@@ -86,212 +106,199 @@ class Tokenizer:
     def eos_token_id(self) -> int | None:
         return self.special_tokens.get("<|endoftext|>")
 
-    # ---- training -------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
+
+    # ---- training (tokenizer_training.py) -----------------------------------------------------
 
     @classmethod
-    def train(
-        cls,
-        texts: Iterable[str],
-        vocab_size: int,
-        special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS,
-        min_frequency: int = 2,
-    ) -> "Tokenizer":
-        """Learn merges until the vocabulary (bytes + merges + specials) has `vocab_size` ids.
+    def train(cls, texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS,
+              min_frequency: int = 2, progress: Callable | None = None) -> "Tokenizer":
+        """Learn a tokenizer of `vocab_size` ids from strings: bytes 0-255, then merges, then specials.
 
-        Deterministic: among pairs of equal count, the smallest pair of ids is merged first.
+        Deterministic: the most frequent pair is merged first; among equal counts, the smallest
+        pair of ids. Special-token text inside `texts` counts as plain text.
 
         Args:
-            texts: strings to learn from (a corpus can be passed as one string per file).
+            texts: strings to learn from (a str is one text).
             vocab_size: total number of ids, at least 256 + the number of special tokens.
             special_tokens: strings that get their own id and are never merged.
-            min_frequency: pairs seen fewer times than this are never merged; training may stop
-                below vocab_size because of it.
+            min_frequency: pairs seen fewer times are never merged, so training may stop early.
+            progress: `progress(items, label)` wraps the merge loop (e.g. in a progress bar).
+
+        Example:
+            >>> tok = Tokenizer.train(["low lower lowest"] * 3, vocab_size=262)
+            >>> tok.decode(tok.encode("lowest"))
+            'lowest'
         """
-        special_tokens = list(special_tokens)
-        if vocab_size < 256 + len(special_tokens):
-            raise TokenizerError(
-                f"vocab_size must be at least 256 + {len(special_tokens)} special tokens. "
-                f"Received: vocab_size={vocab_size}"
-            )
-        chunk_counts: Counter[str] = Counter()
-        for text in texts:
-            chunk_counts.update(SPLIT_PATTERN.findall(text))
-        words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
-        freqs = list(chunk_counts.values())
+        from edgellm.tokenizer_training import train
 
-        pair_counts: dict[tuple[int, int], int] = defaultdict(int)
-        where: dict[tuple[int, int], set[int]] = defaultdict(set)
-        for w, (word, freq) in enumerate(zip(words, freqs)):
-            for pair in zip(word, word[1:]):
-                pair_counts[pair] += freq
-                where[pair].add(w)
-        heap = [(-count, pair) for pair, count in pair_counts.items()]
-        heapq.heapify(heap)
+        return train(texts, vocab_size, special_tokens, min_frequency, progress)
 
-        merges: dict[tuple[int, int], int] = {}
-        n_merges = vocab_size - 256 - len(special_tokens)
-        while len(merges) < n_merges and heap:
-            neg_count, pair = heapq.heappop(heap)
-            if pair_counts.get(pair, 0) != -neg_count:
-                continue  # stale heap entry
-            if -neg_count < min_frequency:
-                break
-            new_id = 256 + len(merges)
-            merges[pair] = new_id
-            changed: set[tuple[int, int]] = set()
-            for w in where.pop(pair):
-                word, freq = words[w], freqs[w]
-                for old in zip(word, word[1:]):
-                    pair_counts[old] -= freq
-                    changed.add(old)
-                word = _merge(word, pair, new_id)
-                words[w] = word
-                for new in zip(word, word[1:]):
-                    pair_counts[new] += freq
-                    where[new].add(w)
-                    changed.add(new)
-            pair_counts.pop(pair, None)
-            for p in changed:
-                if p != pair and pair_counts.get(p, 0) > 0:
-                    heapq.heappush(heap, (-pair_counts[p], p))
-        return cls(merges, special_tokens)
+    @classmethod
+    def train_from_files(cls, paths: Iterable[str | os.PathLike], vocab_size: int,
+                         special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS, min_frequency: int = 2,
+                         progress: Callable | None = None) -> "Tokenizer":
+        """`train` on UTF-8 text files, each file one text. `progress` wraps the files and the merges.
 
-    # ---- encoding and decoding ------------------------------------------------------------
+        Example:
+            >>> tok = Tokenizer.train_from_files(["data/tinyshakespeare/input.txt"], vocab_size=512)
+        """
+        from edgellm.tokenizer_training import train_from_files
+
+        return train_from_files(paths, vocab_size, special_tokens, min_frequency, progress)
+
+    # ---- encoding and decoding ----------------------------------------------------------------
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
         """Text -> ids. Special-token strings in `text` are plain text unless `allow_special`."""
-        if allow_special and self._special_pattern is not None:
-            ids: list[int] = []
-            for i, part in enumerate(self._special_pattern.split(text)):
-                if i % 2:
-                    ids.append(self.special_tokens[part])
-                elif part:
-                    ids.extend(self._encode_ordinary(part))
-            return ids
-        return self._encode_ordinary(text)
+        if not isinstance(text, str):
+            raise TokenizerError(f"encode takes a str. Received: {type(text).__name__}")
+        try:
+            if not (allow_special and self._special_pattern):
+                return self._encode_ordinary(text)
+            ids, start = [], 0
+            for match in self._special_pattern.finditer(text):
+                ids += self._encode_ordinary(text[start:match.start()])
+                ids.append(self.special_tokens[match.group()])
+                start = match.end()
+            return ids + self._encode_ordinary(text[start:])
+        except UnicodeEncodeError:
+            at = regex.search(r"[\ud800-\udfff]", text).start()
+            raise TokenizerError(f"Text must be valid Unicode, but holds a lone surrogate, which has no UTF-8 "
+                                 f"form. Received: U+{ord(text[at]):04X} at character {at}. Remove it, or "
+                                 "decode the source with errors='replace'") from None
 
     def _encode_ordinary(self, text: str) -> list[int]:
         ids: list[int] = []
+        cache = self._cache
         for chunk in SPLIT_PATTERN.findall(text):
-            cached = self._cache.get(chunk)
-            if cached is None:
-                cached = self._encode_chunk(chunk.encode("utf-8"))
-                if len(self._cache) < 100_000:
-                    self._cache[chunk] = cached
-            ids.extend(cached)
+            chunk_ids = cache.get(chunk)
+            if chunk_ids is None:
+                chunk_ids = self._merge_chunk([self.byte_ids[b] for b in chunk.encode("utf-8")])
+                if len(cache) < CACHE_SIZE:
+                    cache[chunk] = chunk_ids
+            ids += chunk_ids
         return ids
 
-    def _encode_chunk(self, data: bytes) -> list[int]:
-        word = list(data)
-        while len(word) >= 2:
-            # the pair merged earliest in training goes first
-            pair = min(zip(word, word[1:]), key=lambda p: self.merges.get(p, 1 << 30))
-            if pair not in self.merges:
-                break
-            word = _merge(word, pair, self.merges[pair])
-        return word
+    def _merge_chunk(self, ids: list) -> list[int]:
+        """Apply merges to one chunk: always the lowest-ranked pair present, leftmost first.
+
+        A heap of (rank, position) over a linked list of the chunk's ids keeps this O(n log n),
+        so a 100 kB word costs no more per byte than a short one.
+        """
+        n, rank_of = len(ids), self._ranks.get
+        if n < 2:
+            return ids
+        after, before = list(range(1, n + 1)), list(range(-1, n - 1))  # linked list over positions
+        heap = [(r, i) for i, pair in enumerate(zip(ids, ids[1:])) if (r := rank_of(pair)) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = after[i]
+            if j >= n or ids[i] is None or rank_of((ids[i], ids[j])) != rank:
+                continue  # this pair changed since it was pushed
+            ids[i], ids[j] = self.merges[ids[i], ids[j]], None
+            k = after[i] = after[j]
+            if k < n:
+                before[k] = i
+                if (r := rank_of((ids[i], ids[k]))) is not None:
+                    heapq.heappush(heap, (r, i))
+            h = before[i]
+            if h >= 0 and (r := rank_of((ids[h], ids[i]))) is not None:
+                heapq.heappush(heap, (r, h))
+        return [t for t in ids if t is not None]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids -> text. Byte sequences that are not valid UTF-8 become U+FFFD."""
+        """Ids -> text. Byte sequences that are not valid UTF-8 become U+FFFD; never raises on valid ids."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        n = len(self.token_bytes)
+        """Ids -> the raw bytes they stand for (special tokens as their UTF-8 text)."""
+        table, n = self.token_bytes, len(self.token_bytes)
         try:
-            return b"".join(self.token_bytes[i] for i in ids if 0 <= i < n or _bad_id(i, n))
-        except TypeError as error:
-            raise TokenizerError(f"ids must be integers. {error}") from None
+            return b"".join([table[i] if 0 <= i < n else _bad_id(i, n) for i in ids])
+        except TypeError:
+            raise TokenizerError(f"Token ids must be integers. Received: {list(ids)[:8]!r}") from None
 
     def stream_decoder(self) -> "StreamDecoder":
-        """A decoder fed one id at a time that only emits whole UTF-8 characters."""
+        """A decoder fed one id at a time that returns text only at whole UTF-8 characters."""
         return StreamDecoder(self)
 
-    # ---- tokenizer.json -------------------------------------------------------------------
+    # ---- tokenizer.json -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        """This tokenizer as a Hugging Face tokenizer.json document."""
-        as_str = ["".join(BYTE_TO_CHAR[b] for b in tb) for tb in self.token_bytes[: 256 + len(self.merges)]]
-        merges = sorted(self.merges.items(), key=lambda kv: kv[1])
+        """This tokenizer as a Hugging Face tokenizer.json document, every id unchanged."""
+        spelled = ["".join(BYTE_TO_CHAR[b] for b in token) for token in self.token_bytes]
+        for text, i in self.special_tokens.items():
+            spelled[i] = text  # Hugging Face keeps added tokens in the vocabulary under their text
+        if len(set(spelled)) != len(spelled):
+            raise TokenizerError("A special token is spelled like another token in tokenizer.json. Received: "
+                                 f"special tokens {list(self.special_tokens)}. Rename the special token")
+        byte_level = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
         return {
-            "version": "1.0",
+            "version": FORMAT_VERSION,
             "truncation": None,
             "padding": None,
-            "added_tokens": [
-                {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                 "normalized": False, "special": True}
-                for t, i in self.special_tokens.items()
-            ],
+            "added_tokens": [{"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True}
+                             for text, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1])],
             "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                              "use_regex": True},
+            "pre_tokenizer": {"type": "ByteLevel", **byte_level},
             "post_processor": None,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                        "use_regex": True},
-            "model": {
-                "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                "ignore_merges": False,
-                "vocab": {s: i for i, s in enumerate(as_str)},
-                "merges": [[as_str[a], as_str[b]] for (a, b), _ in merges],
-            },
+            "decoder": {"type": "ByteLevel", **byte_level},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": {s: i for i, s in enumerate(spelled)},
+                      "merges": [[spelled[a], spelled[b]] for a, b in self.merges]},
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write tokenizer.json atomically."""
+        """Write tokenizer.json atomically (a temporary file, then a rename)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Read a byte-level BPE tokenizer.json (written by edgellm or by Hugging Face)."""
+        """Read a byte-level BPE tokenizer.json, written by edgellm or by Hugging Face `tokenizers`."""
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise TokenizerError(f"Tokenizer file not found. Received: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TokenizerError(f"Cannot read tokenizer file {path}: {error}") from None
+            raise TokenizerError(f"Tokenizer file not found. Received: {path}. Pass the path of a "
+                                 "tokenizer.json") from None
+        except OSError as error:
+            raise TokenizerError(f"Cannot read tokenizer file {path}: {error.strerror}. Pass the path of a "
+                                 "readable tokenizer.json") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise TokenizerError(f"Cannot read tokenizer file {path}: it is not UTF-8 JSON ({error}). "
+                                 "Re-create it with `edgellm tokenizer train` or Hugging Face tokenizers") from None
         return cls.from_json(doc, source=str(path))
 
     @classmethod
     def from_json(cls, doc: dict, source: str = "tokenizer.json") -> "Tokenizer":
-        model = doc.get("model") if isinstance(doc, dict) else None
-        if not isinstance(model, dict) or model.get("type") != "BPE":
-            raise TokenizerError(f"{source}: only BPE models are supported. Received: model type "
-                                 f"{model.get('type') if isinstance(model, dict) else None!r}")
-        pre = doc.get("pre_tokenizer") or {}
-        if pre.get("type") != "ByteLevel":
-            raise TokenizerError(f"{source}: only the ByteLevel pre-tokenizer is supported. "
-                                 f"Received: {pre.get('type')!r}")
-        vocab: dict[str, int] = model["vocab"]
-        to_bytes = {s: bytes(CHAR_TO_BYTE[c] for c in s) for s in vocab}
-        byte_ids = {to_bytes[s]: i for s, i in vocab.items() if len(to_bytes[s]) == 1}
-        if len(byte_ids) != 256:
-            raise TokenizerError(f"{source}: the vocabulary must hold all 256 bytes.")
-        # edgellm's ids are bytes first, then merges in order: remap when a file orders them otherwise
-        order = list(range(256))
-        ours = {byte_ids[bytes([b])]: b for b in range(256)}
-        merges: dict[tuple[int, int], int] = {}
-        for m in model["merges"]:
-            left, right = m.split(" ") if isinstance(m, str) else m
-            a, b = ours[vocab[left]], ours[vocab[right]]
-            new_id = 256 + len(merges)
-            merges[(a, b)] = new_id
-            ours[vocab[left + right]] = new_id
-            order.append(vocab[left + right])
-        specials = sorted((t["id"], t["content"]) for t in doc.get("added_tokens", []))
-        tok = cls(merges, [content for _, content in specials])
-        for their_id, content in specials:
-            order.append(their_id)
-        if order != list(range(len(order))):
-            raise TokenizerError(f"{source}: ids must be bytes, then merges in order, then added "
-                                 "tokens; this file orders them otherwise.")
-        return tok
+        """A tokenizer from a parsed tokenizer.json document; `source` names it in errors."""
+        vocab, merges, special_tokens = _parse_json(doc, source)
+        try:
+            return cls(vocab, merges, special_tokens)
+        except TokenizerError as error:
+            raise TokenizerError(f"{source}: {error}") from None
 
 
 class StreamDecoder:
-    """Feeds ids one by one and returns text only at whole UTF-8 characters."""
+    """Fed ids one by one, returns text only at whole UTF-8 characters.
+
+    The concatenation of every `push` and the final `flush` equals `decode` of all the ids.
+
+    Example:
+        >>> decoder = Tokenizer.train(["x"], vocab_size=257).stream_decoder()
+        >>> [decoder.push(b) for b in "é".encode()] + [decoder.flush()]
+        ['', 'é', '']
+    """
 
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
@@ -301,20 +308,79 @@ class StreamDecoder:
         return self._decoder.decode(self._tokenizer.decode_bytes([token_id]))
 
     def flush(self) -> str:
+        """The rest: an unfinished character at the end becomes U+FFFD."""
         return self._decoder.decode(b"", final=True)
 
 
-def _merge(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    out, i, n = [], 0, len(word)
-    while i < n:
-        if i < n - 1 and word[i] == pair[0] and word[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
+def _parse_json(doc: dict, source: str) -> tuple[list[bytes], list[tuple[int, int]], dict[str, int]]:
+    """tokenizer.json -> (id -> bytes, merges as id pairs, special tokens), refusing by name any
+    feature that would make Hugging Face encode differently from edgellm."""
+    def refuse(what: str, received: object, todo: str = "edgellm reads byte-level BPE tokenizers (GPT-2 style)"):
+        raise TokenizerError(f"{source}: {what}. Received: {received}. {todo}")
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        refuse("not a tokenizer.json document", f"{type(doc).__name__} without a 'model' object")
+    if doc.get("version") != FORMAT_VERSION:
+        refuse(f"unsupported tokenizer.json version, edgellm reads version {FORMAT_VERSION!r}",
+               f"version={doc.get('version')!r}", "Re-save it with Hugging Face tokenizers >= 0.20")
+    model, pre, post, dec = doc["model"], doc.get("pre_tokenizer"), doc.get("post_processor"), doc.get("decoder")
+    if model.get("type") != "BPE":
+        refuse("edgellm supports only BPE models", f"model type {model.get('type')!r}")
+    if not isinstance(pre, dict) or pre.get("type") != "ByteLevel":
+        refuse("edgellm supports only the ByteLevel pre-tokenizer", f"pre_tokenizer {_kind(pre)}")
+    unsupported = [
+        ("a normalizer", doc.get("normalizer"), None), ("truncation", doc.get("truncation"), None),
+        ("padding", doc.get("padding"), None), ("add_prefix_space", pre.get("add_prefix_space", False), False),
+        ("use_regex=false", pre.get("use_regex", True), True),
+        ("a post-processor other than ByteLevel", _kind(post), "ByteLevel" if post else None),
+        ("a decoder other than ByteLevel", _kind(dec), "ByteLevel"), ("dropout", model.get("dropout"), None),
+        ("byte_fallback", model.get("byte_fallback", False), False),
+        ("ignore_merges", model.get("ignore_merges", False), False),
+        ("continuing_subword_prefix", model.get("continuing_subword_prefix") or None, None),
+        ("end_of_word_suffix", model.get("end_of_word_suffix") or None, None),
+    ]
+    for feature, value, supported in unsupported:
+        if value != supported:
+            refuse(f"edgellm does not support {feature}", repr(value), "Use a byte-level BPE tokenizer without it")
+
+    vocab, merges, added = model.get("vocab"), model.get("merges"), doc.get("added_tokens") or []
+    if not isinstance(vocab, dict) or not isinstance(merges, list) or not isinstance(added, list):
+        refuse("model.vocab must be an object, model.merges and added_tokens lists", "other types")
+    special_tokens: dict[str, int] = {}
+    for token in added:
+        if not isinstance(token, dict) or not isinstance(token.get("content"), str) or type(token.get("id")) is not int:
+            refuse("each added token needs a str content and an int id", repr(token)[:80])
+        if not token.get("special") or any(token.get(k) for k in ("single_word", "lstrip", "rstrip")):
+            refuse("edgellm supports added tokens only as special tokens without single_word, lstrip or rstrip",
+                   repr(token)[:120])
+        special_tokens[token["content"]] = token["id"]
+    by_id = {i: text.encode("utf-8") for text, i in special_tokens.items()}
+    special_text = {i: text for text, i in special_tokens.items()}
+    for spelled, i in vocab.items():
+        if special_text.get(i) == spelled:
+            continue  # Hugging Face keeps added tokens in the vocabulary too
+        if type(i) is not int or i in by_id:
+            refuse("each vocabulary id must be an int used once", f"{spelled!r}: {i!r}")
+        if special_tokens.get(spelled, i) != i:
+            refuse(f"added token {spelled!r} has another id in the vocabulary", f"{special_tokens[spelled]} and {i}")
+        if any(c not in CHAR_TO_BYTE for c in spelled):
+            refuse("a vocabulary entry is not byte-level text", f"{spelled!r} (id {i})")
+        by_id[i] = bytes(CHAR_TO_BYTE[c] for c in spelled)
+    if sorted(by_id) != list(range(len(by_id))):
+        gap = min(set(range(len(by_id) + 1)) - set(by_id))
+        refuse("ids must run from 0 without gaps", f"no token has id {gap}")
+    pairs = []
+    for n, merge in enumerate(merges):
+        parts = merge.split(" ") if isinstance(merge, str) else merge
+        if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) and p in vocab for p in parts)):
+            refuse(f"merge {n} is not a pair of vocabulary entries", repr(merge))
+        pairs.append((vocab[parts[0]], vocab[parts[1]]))
+    return [by_id[i] for i in range(len(by_id))], pairs, special_tokens
 
 
-def _bad_id(i: int, n: int) -> bool:
-    raise TokenizerError(f"Token id out of range: ids must be in [0, {n}). Received: {i}")
+def _kind(component: object) -> str | None:
+    return component.get("type") if isinstance(component, dict) else None
+
+
+def _bad_id(i: int, n: int) -> bytes:
+    raise TokenizerError(f"Token ids must be in [0, {n}). Received: {i}")
