@@ -1,7 +1,8 @@
 """Prompt/completion examples for task models: reading, the prompt template, masked batches.
 
 Files: JSONL with one {"prompt": ..., "completion": ...} object per line, or TSV with
-prompt<TAB>completion per line (a literal "\\n" in TSV stands for a newline).
+prompt<TAB>completion per line (a literal "\\n" in TSV stands for a newline); either may be
+gzipped (.jsonl.gz, .tsv.gz).
 
 Template: an example is tokenized as
 
@@ -19,6 +20,7 @@ weight, so no example attends to another one.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +45,13 @@ def read_examples(path: str | Path) -> list[Example]:
     """Read a JSONL or TSV file of prompt/completion pairs, naming the line of any bad one."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise ValueError(f"Cannot read examples file {path}: {error.strerror}.") from None
+        raw = path.read_bytes()
+        lines = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8").splitlines()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"Cannot read examples file {path}: {getattr(error, 'strerror', None) or error}.") from None
     except UnicodeDecodeError as error:
         raise ValueError(f"Examples file {path} is not UTF-8 (byte offset {error.start}).") from None
-    jsonl = path.suffix in (".jsonl", ".json")
+    jsonl = ".jsonl" in path.suffixes or ".json" in path.suffixes
     examples = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
