@@ -217,5 +217,35 @@ def _token_text(data: bytes) -> str | bytes:
         return data
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", help="Address to listen on; the default answers this machine only.")
+@click.option("--port", default=8000, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.option("--max-concurrency", default=2, type=click.IntRange(min=1),
+              help="Generations running at once, each in a worker thread.")
+@click.option("--queue-size", default=64, type=click.IntRange(min=0),
+              help="Requests waiting for a turn; more are refused with 429.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Server log level (access lines at info).")
+def serve(model, host, port, max_concurrency, queue_size, threads, log_level):
+    """Serve MODEL with OpenAI's API at http://HOST:PORT/v1 until Ctrl-C or SIGTERM (serve extra).
+
+    \b
+    POST /v1/completions, POST /v1/chat/completions (with "stream": true: server-sent events),
+    GET /v1/models, GET /health. See docs/server.md.
+    """
+    try:
+        from edgellm.server import serve as run_server
+    except ImportError as error:
+        raise click.ClickException(f"edgellm serve needs {error.name}, which is not installed. "
+                                   "Install it with: pip install 'edgellm[serve]'")
+    try:
+        run_server(model, host=host, port=port, max_concurrency=max_concurrency, queue_size=queue_size,
+                   threads=threads, log_level=log_level)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
 if __name__ == "__main__":
     main()

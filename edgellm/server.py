@@ -1,0 +1,305 @@
+"""`edgellm serve`: an OpenAI-compatible HTTP server around one model (the `serve` extra).
+
+POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
+`"stream": true`), GET /v1/models and GET /health. Request bodies are checked in
+`edgellm/openai_api.py`; this file runs them.
+
+Each generation runs in a worker thread, so the event loop keeps answering while models compute.
+At most `max_concurrency` generations run at once, at most `queue_size` more wait for a turn, and
+any request beyond that gets 429. A client that disconnects stops its generation before the next
+token. SIGINT or SIGTERM stops accepting connections, lets running requests finish for up to
+GRACEFUL_SHUTDOWN_S seconds, cancels the rest and exits with status 0.
+
+Example:
+    >>> import edgellm, uvicorn
+    >>> app = create_app(edgellm.load("shakespeare"), max_concurrency=2)
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from edgellm import openai_api as api
+from edgellm.generator import Generator, load
+from edgellm.workers import Job, Workers
+
+MAX_BODY_BYTES = 1 << 20
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class Server:
+    """The routes and what they share: the model and its workers."""
+
+    def __init__(self, generator: Generator, model_id: str, workers: Workers, max_body_bytes: int):
+        self.generator, self.model_id, self.workers = generator, model_id, workers
+        self.max_body_bytes = max_body_bytes
+        self.created = int(time.time())
+
+    # ---- routes ------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": self.model_id, **self.workers.stats()})
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> Response:
+        if request.path_params["model"] != self.model_id:
+            raise api.RequestError(f"No model {request.path_params['model']!r} here. Received: "
+                                   f"{request.path_params['model']!r}. This server has {self.model_id!r}.",
+                                   "model", "model_not_found", 404)
+        return JSONResponse(self._model_card())
+
+    async def completions(self, request: Request) -> Response:
+        return await self._complete(request, chat=False)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._complete(request, chat=True)
+
+    def _model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "edgellm",
+                "context_length": self.generator.config.context_length}
+
+    # ---- one generation request --------------------------------------------------------------
+
+    async def _complete(self, request: Request, chat: bool) -> Response:
+        body = await self._read_json(request)
+        parsed = api.parse_chat(body) if chat else api.parse_completion(body)
+        if parsed.model not in (None, self.model_id):
+            raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
+                                   f"Use {self.model_id!r} (GET /v1/models).", "model", "model_not_found", 404)
+        # tokenizing a long prompt takes a while: keep it off the event loop
+        job = await asyncio.get_running_loop().run_in_executor(None, self._job, parsed, chat)
+        if not self.workers.admit():
+            raise api.RequestError(f"The server is busy: {self.workers.max_concurrency} requests running and "
+                                   f"{self.workers.queue_size} waiting. Retry later.", None, "queue_full", 429,
+                                   "rate_limit_error")
+        id = api.new_id(chat)
+        if parsed.stream:
+            return _EventStream(self._events(job, parsed, id, chat), self.workers.leave)
+        try:
+            pieces = await _unless_disconnected(request, self._collect(job))
+        finally:
+            self.workers.leave()
+        if pieces is None:
+            return Response(status_code=499)  # nobody is listening any more
+        counts = api.usage(len(job.prompt_ids), job.completion_tokens)
+        return JSONResponse(api.completion_body(chat, id, self.model_id, "".join(pieces), job.finish_reason, counts))
+
+    def _job(self, parsed: api.Request, chat: bool) -> Job:
+        param = "messages" if chat else "prompt"
+        prompt_ids = self.generator.tokenizer.encode(parsed.prompt)
+        if not prompt_ids:
+            raise api.RequestError("The prompt is empty. Received: an empty prompt. Send some text to continue.", param)
+        context = self.generator.config.context_length
+        room = context - len(prompt_ids)
+        if room < 1:
+            raise api.RequestError(f"The prompt is {len(prompt_ids)} tokens but the model's context is {context} "
+                                   "tokens. Shorten the prompt.", param, "context_length_exceeded")
+        settings = dict(parsed.settings)
+        # max_tokens is capped by the room left in the context
+        settings["max_new_tokens"] = min(settings.get("max_new_tokens", self.generator.defaults.max_new_tokens), room)
+        try:
+            config = self.generator.settings(**settings)
+        except ValueError as error:
+            message, param = str(error), None
+            for setting, name in parsed.names.items():
+                if message.startswith(setting):
+                    message, param = message.replace(setting, name), name
+            raise api.RequestError(message, param) from None
+        # a chat reply follows "Assistant:"; the space the model puts there is not part of it
+        return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat)
+
+    async def _collect(self, job: Job) -> list[str]:
+        async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
+            return [piece async for piece in pieces]
+
+    async def _events(self, job: Job, parsed: api.Request, id: str, chat: bool) -> AsyncIterator[str]:
+        model = self.model_id
+        if chat:
+            yield _sse(api.chunk_body(chat, id, model, "", role=True))
+        try:
+            async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
+                async for piece in pieces:
+                    yield _sse(api.chunk_body(chat, id, model, piece))
+            yield _sse(api.chunk_body(chat, id, model, None, job.finish_reason))
+            if parsed.include_usage:
+                counts = api.usage(len(job.prompt_ids), job.completion_tokens)
+                yield _sse(api.usage_chunk(chat, id, model, counts))
+        except Exception as error:  # the status line has gone out: the stream is the only way to tell
+            yield _sse(api.error_body(f"Generation failed: {error}", "server_error"))
+        yield "data: [DONE]\n\n"
+
+    async def _read_json(self, request: Request) -> dict:
+        too_large = api.RequestError(f"The request body is larger than {self.max_body_bytes} bytes. "
+                                     "Send a shorter prompt.", None, "request_too_large", 413)
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit():
+            raise api.RequestError(f"Bad Content-Length header. Received: {length!r}")
+        if int(length) > self.max_body_bytes:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                raise too_large
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise api.RequestError(f"The request body is not valid JSON ({error}). Send a JSON object.") from None
+        if not isinstance(doc, dict):
+            raise api.RequestError(f"The request body must be a JSON object. Received: {type(doc).__name__}")
+        return doc
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events that always close their generator (and so stop its job) when the
+    response ends, however it ends: finished, client gone, or server shutting down."""
+
+    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], None]):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            self._on_close()
+
+
+def _sse(doc: dict) -> str:
+    return f"data: {json.dumps(doc, ensure_ascii=False)}\n\n"
+
+
+async def _unless_disconnected(request: Request, work):
+    """Run the coroutine `work`, cancelling it if the client disconnects first (then None)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    return task.result() if task.done() and not task.cancelled() else None
+
+
+# ---- the app and the command ---------------------------------------------------------------
+
+def create_app(generator: Generator, model_id: str | None = None, max_concurrency: int = 2, queue_size: int = 64,
+               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    """The ASGI app serving `generator` with OpenAI's API.
+
+    Args:
+        generator: a loaded model (`edgellm.load`).
+        model_id: the name clients use in "model" (default: the model folder's name).
+        max_concurrency: generations running at once, each in its own worker thread.
+        queue_size: requests waiting for a turn; more get 429.
+        max_body_bytes: larger request bodies get 413.
+    """
+    workers = Workers(max_concurrency, queue_size)
+    server = Server(generator, model_id or generator.folder.path.name, workers, max_body_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        workers.close()
+
+    routes = [Route("/health", server.health), Route("/v1/models", server.models),
+              Route("/v1/models/{model:path}", server.model),
+              Route("/v1/completions", server.completions, methods=["POST"]),
+              Route("/v1/chat/completions", server.chat_completions, methods=["POST"])]
+    handlers = {api.RequestError: _request_error, HTTPException: _http_error, Exception: _server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.server = server
+    return app
+
+
+async def _request_error(request: Request, error: api.RequestError) -> Response:
+    headers = {"Retry-After": "1"} if error.status == 429 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    message = f"{error.detail}: {request.method} {request.url.path}. See GET /v1/models and docs/server.md."
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+    return JSONResponse(api.error_body(message, "invalid_request_error", None, code), status_code=error.status_code)
+
+
+async def _server_error(request: Request, error: Exception) -> Response:
+    return JSONResponse(api.error_body(f"Internal error: {error}", "server_error"), status_code=500)
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_concurrency: int = 2, queue_size: int = 64,
+          threads: int | None = None, log_level: str = "info") -> None:
+    """Load `model` and serve it until SIGINT or SIGTERM. Bad options raise ValueError."""
+    import uvicorn
+
+    app = create_app(load(model, threads=threads), max_concurrency=max_concurrency, queue_size=queue_size)
+    sock = _listen(host, port)
+    bound = sock.getsockname()[1]
+    print(f"edgellm: serving {app.state.server.model_id!r} at http://{host}:{bound}/v1 "
+          f"(max concurrency {max_concurrency}, queue {queue_size})", file=sys.stderr, flush=True)
+    if not _is_loopback(host):
+        print(f"edgellm: warning: {host} is not a loopback address and this server has no authentication: "
+              "anyone who can reach it can use the model.", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    with _exit_cleanly_on_signals():
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        raise ValueError(f"Cannot listen on {host}:{port}: {error.strerror or error}. Received: --host {host} "
+                         f"--port {port}. Choose another port, or stop what is using it.") from None
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _exit_cleanly_on_signals():
+    """uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again to the handler
+    that was there before it; a no-op handler there lets the process exit with status 0."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
