@@ -84,12 +84,15 @@ class Server:
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
                                    f"Use {self.model_id!r} (GET /v1/models).", "model", "model_not_found", 404)
-        # tokenizing a long prompt takes a while: keep it off the event loop
-        job = await asyncio.get_running_loop().run_in_executor(None, self._job, parsed, chat)
         if not self.workers.admit():
             raise api.RequestError(f"The server is busy: {self.workers.max_concurrency} requests running and "
                                    f"{self.workers.queue_size} waiting. Retry later.", None, "queue_full", 429,
                                    "rate_limit_error")
+        try:  # tokenizing a long prompt takes a while: keep it off the event loop
+            job = await asyncio.get_running_loop().run_in_executor(None, self._job, parsed, chat)
+        except BaseException:
+            self.workers.leave()
+            raise
         id = api.new_id(chat)
         if parsed.stream:
             return _EventStream(self._events(job, parsed, id, chat), self.workers.leave)
