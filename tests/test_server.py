@@ -365,3 +365,5 @@ def test_serve_command_errors_are_one_line(tiny_folder):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 1 and lines[-1].startswith("Error:") and "Traceback" not in result.stderr, args
     taken.close()
+    help_text = subprocess.run([sys.executable, "-m", "edgellm", "serve", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--max-concurrency" in help_text.stdout
