@@ -88,8 +88,8 @@ def _variants_table(variants: dict, shipped: str) -> list[str]:
         ppl = v.get("val_perplexity")
         lines.append(
             f"| {name} | {v['file_bytes'] / 1e6:.2f} | {v['file_bytes'] / base['file_bytes']:.0%} | "
-            f"{_fmt(ppl, '.2f')} | "
-            f"{'n/a' if ppl is None else format(ppl / base['val_perplexity'] - 1, '+.1%')} | "
+            f"{_fmt(ppl, '.3f')} | "
+            f"{'n/a' if ppl is None else format(ppl / base['val_perplexity'] - 1, '+.2%')} | "
             f"{v['decode_tokens_per_s']:.0f} | {v['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x |")
     return [*lines, "", "Perplexity is on held-out windows of the training files' validation split.", ""]
 

@@ -28,6 +28,7 @@ def make_variant(float32_path: Path, out_path: Path, variant: str) -> None:
         logging.getLogger().setLevel(logging.ERROR)  # quiet its advice to pre-process first
         quantize_dynamic(str(float32_path), str(out_path), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gather"])
+        _drop_float_copies(out_path)
     elif variant == "float16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -38,7 +39,28 @@ def make_variant(float32_path: Path, out_path: Path, variant: str) -> None:
         raise ValueError(f"Unknown model variant. Received: {variant!r}. Choose one of {VARIANTS}.")
 
 
-def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: int = 32) -> np.ndarray | None:
+def _drop_float_copies(path: Path) -> None:
+    """Keep only the int8 copy of a weight that quantization left in float for another consumer.
+
+    A tied embedding feeds both the output MatMul (quantized) and the input Gather, so the
+    quantizer keeps a float copy too. That copy becomes DequantizeLinear of the int8 one, which
+    onnxruntime folds at load: the file holds the weight once, in int8.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    names = {i.name: i for i in model.graph.initializer}
+    for name, init in list(names.items()):
+        parts = [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"]
+        if init.data_type != onnx.TensorProto.FLOAT or not all(p in names for p in parts):
+            continue
+        model.graph.initializer.remove(init)
+        model.graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", parts, [name],
+                                                         name=f"{name}/dequantize_shared"))
+    onnx.save(model, str(path))
+
+
+def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: int = 512) -> np.ndarray | None:
     """Held-out windows (n, context + 1) from the checkpoint's data files, or None if they are gone."""
     from edgellm.training.data import build_corpus, read_texts
 

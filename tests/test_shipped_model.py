@@ -1,0 +1,33 @@
+"""The model shipped in models/: found by name, documented, and its greedy output pinned."""
+
+import json
+from pathlib import Path
+
+import edgellm
+from edgellm import model_folder
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "shakespeare_greedy.json").read_text())
+
+
+def test_shipped_model_greedy_output_is_unchanged():
+    """A regression pin: tokenizer, runtime loop and model.onnx together give these exact tokens."""
+    model = edgellm.load(GOLDEN["model"])
+    for prompt, expected in GOLDEN["cases"].items():
+        result = model.generate(prompt, max_new_tokens=GOLDEN["max_new_tokens"], temperature=0.0, stop_token_ids=())
+        assert result.token_ids == expected["token_ids"], prompt
+        assert result.text == expected["text"]
+
+
+def test_shipped_model_is_small_documented_and_reproducible():
+    assert "shakespeare" in model_folder.shipped_model_names()
+    folder = model_folder.resolve("shakespeare")
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size < 20e6
+    config = json.loads((folder / "config.json").read_text())
+    provenance = config["provenance"]
+    assert provenance["command"].startswith("edgellm train data/tinyshakespeare/input.txt")
+    assert provenance["parity"]["greedy_tokens_equal"] is True
+    assert provenance["parity"]["max_abs_logit_diff_decode"] <= 1e-4
+    card = (folder / "README.md").read_text()
+    assert provenance["command"] in card and "loss_curve.png" in card
+    assert f"{provenance['metrics']['val_loss']:.4f}" in card
