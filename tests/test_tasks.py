@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgellm.tokenizer import Tokenizer
-from edgellm.training.tasks import (COMPLETION_TOKEN, TASK_SPECIAL_TOKENS, Example, encode_examples, masked_batch,
+from edgellm.tasks import COMPLETION_TOKEN, TASK_SPECIAL_TOKENS
+from edgellm.training.tasks import (Example, encode_examples, masked_batch,
                                     read_examples)
 
 

@@ -8,9 +8,8 @@ Template: an example is tokenized as
 
     prompt ids + [<|completion|>] + completion ids + [<|endoftext|>]
 
-and only the completion ids and the closing <|endoftext|> count in the loss. At generation the
-runtime encodes the prompt, appends <|completion|>, and stops at <|endoftext|>. The two special
-tokens are part of every edgellm tokenizer trained for tasks (TASK_SPECIAL_TOKENS).
+and only the completion ids and the closing <|endoftext|> count in the loss. The template lives
+in the runtime (edgellm/tasks.py), which applies the same one at generation.
 
 No packing: examples are grouped by length into batches and right-padded to the batch's longest
 example (rounded up to a multiple of 16, so XLA compiles a few shapes only). Causal attention
@@ -28,10 +27,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, prompt_ids
 from edgellm.tokenizer import Tokenizer
 
-COMPLETION_TOKEN = "<|completion|>"
-TASK_SPECIAL_TOKENS = ("<|endoftext|>", COMPLETION_TOKEN)
 PAD_MULTIPLE = 16
 
 
@@ -82,8 +80,8 @@ def read_examples(path: str | Path) -> list[Example]:
 
 def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
     """Token ids of the whole example and the index where the completion starts."""
-    prompt = tokenizer.encode(example.prompt) + [tokenizer.special_tokens[COMPLETION_TOKEN]]
-    completion = tokenizer.encode(example.completion) + [tokenizer.special_tokens["<|endoftext|>"]]
+    prompt = prompt_ids(tokenizer, example.prompt)
+    completion = tokenizer.encode(example.completion) + [tokenizer.special_tokens[END_TOKEN]]
     return prompt + completion, len(prompt)
 
 

@@ -1,0 +1,85 @@
+"""Task models: the prompt template they are trained with, and their evaluation.
+
+A task model (translation, question answering) is trained on prompt/completion pairs in this
+template, and generation must use the same one:
+
+    prompt ids + [<|completion|>]  ->  the model writes the completion, then <|endoftext|>
+
+The user's prompt is encoded as plain text (a special-token string inside it stays text); the
+template's <|completion|> is the special id. Model folders of task models say so in
+generation_config.json ("prompt_template": "completion"), and `edgellm generate` applies it.
+
+Evaluation runs greedy generation through the ONNX model and scores the completions:
+translation with chrF and BLEU (sacrebleu; several references per source when a prompt appears
+more than once in the file), question answering with exact match after trimming whitespace.
+
+Example:
+    >>> ids = prompt_ids(tokenizer, "English: Go.\\nFrench:")
+    >>> ids[-1] == tokenizer.special_tokens[COMPLETION_TOKEN]
+    True
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from edgellm.tokenizer import Tokenizer
+
+COMPLETION_TOKEN = "<|completion|>"
+END_TOKEN = "<|endoftext|>"
+TASK_SPECIAL_TOKENS = (END_TOKEN, COMPLETION_TOKEN)
+TASKS = ("translation", "qa")
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """Encode a user prompt in the task template."""
+    if COMPLETION_TOKEN not in tokenizer.special_tokens:
+        raise ValueError(f"This model's tokenizer has no {COMPLETION_TOKEN} token, so it is not a task "
+                         "model. Use a model trained with `edgellm train --examples`.")
+    return tokenizer.encode(prompt) + [tokenizer.special_tokens[COMPLETION_TOKEN]]
+
+
+def complete(model, prompt: str, **settings) -> str:
+    """Greedy (by default) completion of one prompt by a task model, without the end token."""
+    settings.setdefault("temperature", 0.0)
+    config = model.settings(**settings)
+    ids = list(model.token_stream(prompt_ids(model.tokenizer, prompt), config))
+    return model.tokenizer.decode(ids)
+
+
+def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
+    """Score a task model on (prompt, completion) examples; returns the metrics and the count.
+
+    Args:
+        model: a loaded `Generator` whose tokenizer has the task tokens.
+        examples: objects with `.prompt` and `.completion`.
+        task: "translation" (chrF, BLEU) or "qa" (exact match).
+        progress: an optional callable called once per prompt done.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
+    references: OrderedDict[str, list[str]] = OrderedDict()
+    for example in examples:
+        references.setdefault(example.prompt, []).append(example.completion.strip())
+    hypotheses = []
+    for prompt in references:
+        hypotheses.append(complete(model, prompt, **settings).strip())
+        if progress is not None:
+            progress()
+    refs = list(references.values())
+    if task == "qa":
+        correct = sum(h in r for h, r in zip(hypotheses, refs))
+        return {"task": task, "examples": len(refs), "exact_match": correct / len(refs)}
+    try:
+        import sacrebleu
+    except ImportError:
+        raise ValueError("Translation metrics need sacrebleu. Install it with: pip install 'edgellm[eval]'") from None
+    width = max(len(r) for r in refs)
+    # sacrebleu takes one stream per reference position; missing references are None
+    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
+    return {
+        "task": task,
+        "examples": len(refs),
+        "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score,
+        "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
+    }
