@@ -95,7 +95,7 @@ def export(checkpoint, out_dir, opset, quantize, fp16, force):
 # ---- runtime commands: generate, chat, eval, bench, info -------------------------------------
 
 def _model_options(command):
-    command = click.option("--threads", type=int, help="onnxruntime intra-op threads. [default: one per core]")(command)
+    command = click.option("--threads", type=int, help="onnxruntime intra-op threads. [default: half the logical cores, at most 16]")(command)
     command = click.option("--provider", "providers", multiple=True,
                            help="onnxruntime execution provider, e.g. CPUExecutionProvider; repeatable. "
                                 "[default: CUDA when available, else CPU]")(command)

@@ -174,7 +174,7 @@ class Generator:
             search = _SampleSearch(state, [_Row(limit, TextTracker(self.tokenizer, config.stop_strings)
                                                 if track else None) for limit in limits],
                                    [r % copies for r in range(rows)], self.pad_id)
-        run = self.session.new_run(rows, width + steps - 1)
+        run = self.session.new_run(rows)
         mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
         mask[:, :width] = batch.mask
         ids, positions, total = batch.ids, batch.positions, width

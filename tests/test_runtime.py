@@ -167,6 +167,15 @@ def test_beam_search(model):
         list(model.stream("ROMEO:", num_beams=2))
 
 
+def test_io_binding_path_gives_the_same_tokens(tiny_folder):
+    """The path a GPU takes (cache kept in OrtValues through IO binding), run on the CPU."""
+    plain, bound = load(tiny_folder), load(tiny_folder)
+    bound.session.io_binding = True
+    for settings in (GREEDY, dict(num_beams=3, max_new_tokens=8, stop_token_ids=())):
+        assert [r.token_ids for r in bound.generate(PROMPTS, **settings)] == \
+            [r.token_ids for r in plain.generate(PROMPTS, **settings)]
+
+
 def test_score_matches_the_model_and_slides_over_long_text(model):
     text = "ROMEO: What, ho! Good morrow, cousin."
     ids = model.tokenizer.encode(text)
