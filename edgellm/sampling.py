@@ -67,10 +67,12 @@ class SamplingState:
 
     def append(self, tokens: np.ndarray) -> None:
         """Record one new token per row: tokens (rows,)."""
-        rows = np.arange(len(tokens))
         for history, token in zip(self.histories, tokens.tolist()):
             history.append(token)
         self.generated += 1
+        if self.seen is None and self.counts is None and self.ngrams is None:
+            return
+        rows = np.arange(len(tokens))
         if self.seen is not None:
             self.seen[rows, tokens] = True
         if self.counts is not None:
