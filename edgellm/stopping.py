@@ -7,7 +7,7 @@ tokens show whether it is; the stop string itself is never emitted.
 
 Example:
     >>> from edgellm.tokenizer import Tokenizer
-    >>> tok = Tokenizer({}, [])
+    >>> tok = Tokenizer([bytes([b]) for b in range(256)])  # one id per byte
     >>> text = TextTracker(tok, stop_strings=("lo w",))
     >>> "".join(text.take() for b in b"hello world" if not text.push(b))
     'hel'

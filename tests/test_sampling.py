@@ -154,7 +154,7 @@ def test_beam_search_finds_the_likelier_sequence_that_greedy_misses():
 
 
 def test_text_tracker_finds_stop_strings_across_tokens_and_holds_back_prefixes():
-    tok = Tokenizer({}, [])  # bytes only: one token per byte
+    tok = Tokenizer([bytes([b]) for b in range(256)])  # bytes only: one token per byte
     text = TextTracker(tok, ("END",))
     out = []
     for b in "abc EN".encode():
@@ -168,7 +168,7 @@ def test_text_tracker_finds_stop_strings_across_tokens_and_holds_back_prefixes()
 
 
 def test_text_tracker_never_splits_a_character():
-    tok = Tokenizer({}, [])
+    tok = Tokenizer([bytes([b]) for b in range(256)])
     text = TextTracker(tok)
     pieces = []
     for b in "naïve 🙂".encode():
