@@ -23,7 +23,8 @@ from edgellm import model_folder
 from edgellm.batching import fit_context, pad_left
 from edgellm.beam import BeamSearch
 from edgellm.generation_config import GenerationConfig
-from edgellm.sampling import Sampler, SamplingState
+from edgellm.rows import Row, SampleSearch
+from edgellm.sampling import SamplingState
 from edgellm.session import DecoderSession
 from edgellm.stopping import TextTracker
 
@@ -46,48 +47,6 @@ class GenerationResult:
     finish_reason: str
     timings: dict = field(default_factory=dict)
     score: float | None = None
-
-
-class _Row:
-    """One sampled sequence: its ids, limit, text and finish reason."""
-
-    __slots__ = ("ids", "limit", "text", "finish_reason")
-
-    def __init__(self, limit: int, text: TextTracker | None):
-        self.ids: list[int] = []
-        self.limit, self.text, self.finish_reason = limit, text, None
-
-
-class _SampleSearch:
-    """The sampling (and greedy) step of the loop: choose, then finish rows that end."""
-
-    def __init__(self, state: SamplingState, rows: list[_Row], sequence_numbers: list[int], pad: int):
-        self.sampler = Sampler(state.config, sequence_numbers)
-        self.rows, self.pad = rows, pad
-        self.stop_ids = set(state.config.stop_token_ids)
-        self.live = len(rows)
-
-    @property
-    def done(self) -> bool:
-        return self.live == 0
-
-    def step(self, logits: np.ndarray, state: SamplingState) -> tuple[np.ndarray, None]:
-        tokens = self.sampler.choose(logits, state)
-        for row, token in zip(self.rows, tokens.tolist()):
-            if row.finish_reason is not None:
-                continue
-            if token in self.stop_ids:
-                row.finish_reason = "eos"
-            else:
-                row.ids.append(token)
-                if row.text is not None and row.text.push(token):
-                    row.finish_reason = "stop"
-                elif len(row.ids) >= row.limit:
-                    row.finish_reason = "length"
-            if row.finish_reason is not None:
-                self.live -= 1
-        state.append(tokens)
-        return tokens, None
 
 
 class Generator:
@@ -171,9 +130,9 @@ class Generator:
             search = BeamSearch(state, [len(p) for p in prompts], limits[::copies], stop_text)
         else:
             track = track_text or bool(config.stop_strings)
-            search = _SampleSearch(state, [_Row(limit, TextTracker(self.tokenizer, config.stop_strings)
+            search = SampleSearch(state, [Row(limit, TextTracker(self.tokenizer, config.stop_strings)
                                                 if track else None) for limit in limits],
-                                   [r % copies for r in range(rows)], self.pad_id)
+                                   [r % copies for r in range(rows)])
         run = self.session.new_run(rows)
         mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
         mask[:, :width] = batch.mask
