@@ -80,7 +80,7 @@ class Generator:
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
                 past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One run of model.onnx.
+        """One run of model.onnx; the generation loop runs every step through it on the CPU.
 
         Args:
             input_ids, position_ids: (batch, seq) int64.
@@ -133,7 +133,7 @@ class Generator:
             search = SampleSearch(state, [Row(limit, TextTracker(self.tokenizer, config.stop_strings)
                                                 if track else None) for limit in limits],
                                    [r % copies for r in range(rows)])
-        run = self.session.new_run(rows)
+        run = self.session.new_run(rows, self.forward)  # forward: a subclass may wrap it
         mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
         mask[:, :width] = batch.mask
         ids, positions, total = batch.ids, batch.positions, width

@@ -94,13 +94,14 @@ class DecoderSession:
 
     def forward(self, input_ids, attention_mask, position_ids, past):
         """One plain run (numpy in, numpy out). See `Generator.forward`."""
-        feed = dict(zip(self.input_names, [input_ids, attention_mask, position_ids, *past]))
-        logits, *present = self.session.run(self.output_names, feed)
+        feed = dict(zip(self.input_names, (input_ids, attention_mask, position_ids, *past)))
+        logits, *present = self._run(self.output_names, feed, None)
         return logits, present
 
-    def new_run(self, rows: int) -> "DecodeRun":
-        """The cache of one generation of `rows` sequences."""
-        return DecodeRun(self, rows, self.io_binding)
+    def new_run(self, rows: int, forward=None) -> "DecodeRun":
+        """The cache of one generation of `rows` sequences; `forward` (default: this session's)
+        runs a step when the cache is not bound to a device."""
+        return DecodeRun(self, rows, self.io_binding, forward or self.forward)
 
 
 class DecodeRun:
@@ -113,8 +114,8 @@ class DecodeRun:
     on the device through IO binding, so only ids, mask, positions and logits cross to the host.
     """
 
-    def __init__(self, decoder: DecoderSession, rows: int, bound: bool):
-        self.decoder, self.rows, self.bound = decoder, rows, bound
+    def __init__(self, decoder: DecoderSession, rows: int, bound: bool, forward):
+        self.decoder, self.rows, self.bound, self._forward = decoder, rows, bound, forward
         self.past_length = 0
         self._past = decoder.empty_past(rows)  # numpy arrays, or OrtValues when bound
         if self.bound:
@@ -129,9 +130,7 @@ class DecodeRun:
         if self.bound:
             logits = self._bound_step(input_ids, attention_mask, position_ids)
         else:
-            names = self.decoder.input_names
-            feed = dict(zip(names, (input_ids, attention_mask, position_ids, *self._past)))
-            logits, *self._past = self.decoder._run(self.decoder.output_names, feed, None)
+            logits, self._past = self._forward(input_ids, attention_mask, position_ids, self._past)
         self.past_length += seq
         return logits[:, -1]  # (rows, vocab)
 
