@@ -1,14 +1,49 @@
 """edgellm: run small Transformer language models with numpy and onnxruntime.
 
+`import edgellm` is cheap: numpy, onnxruntime and the tokenizer load on first use of a name
+below, so a command line tool that embeds edgellm starts fast.
+
 Example:
     >>> import edgellm
     >>> model = edgellm.load("shakespeare")
     >>> print(model.generate("ROMEO:", max_new_tokens=32, seed=0).text)
 """
 
-from edgellm.config import ModelConfig
-from edgellm.generator import GenerationResult, Generator, load
-from edgellm.sampling import GenerationConfig
-from edgellm.tokenizer import Tokenizer
+from __future__ import annotations
 
-__all__ = ["GenerationConfig", "GenerationResult", "Generator", "ModelConfig", "Tokenizer", "load"]
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> module that defines it
+_EXPORTS = {
+    "load": "edgellm.generator",
+    "Generator": "edgellm.generator",
+    "GenerationResult": "edgellm.generator",
+    "GenerationConfig": "edgellm.generation_config",
+    "ScoreResult": "edgellm.scoring",
+    "ModelConfig": "edgellm.config",
+    "Tokenizer": "edgellm.tokenizer",
+    "shipped_model_names": "edgellm.model_folder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from edgellm.config import ModelConfig
+    from edgellm.generation_config import GenerationConfig
+    from edgellm.generator import GenerationResult, Generator, load
+    from edgellm.model_folder import shipped_model_names
+    from edgellm.scoring import ScoreResult
+    from edgellm.tokenizer import Tokenizer
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edgellm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

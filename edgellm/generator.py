@@ -1,8 +1,9 @@
-"""Text generation on onnxruntime: the KV-cache loop, streaming, and results.
+"""Text generation on onnxruntime: the KV-cache loop, batching, streaming, and results.
 
-One loop (`Generator.token_stream`) serves every mode: greedy is temperature 0. The prompt is
-run once (prefill, past length 0); each new token is then one decode step of sequence length 1
-that reads the cached keys/values of all earlier positions.
+One loop (`Generator._search`) serves every mode: greedy is temperature 0, sampling draws from
+the processed distribution, beam search ranks continuations. The prompts are run once
+(prefill, past length 0, left padded when there are several); each new token is then one decode
+step of sequence length 1 that reads the cached keys/values of all earlier positions.
 
 Example:
     >>> import edgellm
@@ -19,68 +20,67 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgellm import model_folder
-from edgellm.sampling import GenerationConfig, SamplingState, next_token
-from edgellm.tokenizer import Tokenizer
+from edgellm.batching import fit_context, pad_left
+from edgellm.beam import BeamSearch
+from edgellm.generation_config import GenerationConfig
+from edgellm.rows import Row, SampleSearch
+from edgellm.sampling import SamplingState
+from edgellm.session import DecoderSession
+from edgellm.stopping import TextTracker
 
 
 @dataclass
 class GenerationResult:
+    """One generated sequence.
+
+    text: the continuation (without the prompt, cut before a stop string).
+    token_ids: the generated ids (without the prompt and without a stop token id).
+    finish_reason: "eos" (a stop token id), "stop" (a stop string) or "length" (max_new_tokens
+        or the context limit).
+    timings: prefill_ms, decode_tokens_per_s, prompt_tokens, new_tokens, total_ms (for the
+        whole call when several sequences were generated together).
+    score: the beam score (log-probability / length ** length_penalty) with beam search.
+    """
+
     text: str
-    token_ids: list[int]  # generated ids, without the prompt and without a stop id
-    finish_reason: str  # "eos" (a stop id), or "length" (max_new_tokens or the context limit)
-    timings: dict = field(default_factory=dict)  # prefill_ms, decode_tokens_per_s
+    token_ids: list[int]
+    finish_reason: str
+    timings: dict = field(default_factory=dict)
+    score: float | None = None
 
 
 class Generator:
     """A loaded model folder: an onnxruntime session, its tokenizer and default settings.
 
     Args:
-        path: a model folder, or the name of a shipped model.
+        path: a model folder, or the name of a shipped model (see `edgellm info`).
         providers: onnxruntime execution providers; default CUDA when available, else CPU.
         threads: intra-op threads for onnxruntime (default: onnxruntime's choice).
+
+    Example:
+        >>> model = Generator("shakespeare", providers=["CPUExecutionProvider"], threads=2)
+        >>> model.generate(["ROMEO:", "JULIET:"], temperature=0, max_new_tokens=8)[1].finish_reason
+        'length'
     """
 
     def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
-        import onnxruntime as ort
-
         self.folder = model_folder.read(path)
         self.config = self.folder.config
-        self.tokenizer = Tokenizer.load(self.folder.path / model_folder.TOKENIZER_FILE)
-        if self.tokenizer.vocab_size != self.config.vocab_size:
-            raise ValueError(f"Model folder {self.folder.path}: tokenizer has {self.tokenizer.vocab_size} "
-                             f"tokens but the model has vocab_size {self.config.vocab_size}. Re-export it.")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        try:
-            self.session = ort.InferenceSession(str(self.folder.path / model_folder.MODEL_FILE), options,
-                                                providers=providers)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise ValueError(f"Cannot load {self.folder.path / model_folder.MODEL_FILE}: "
-                             f"{str(error).splitlines()[0]}. Re-export the model folder.") from None
-        expected = model_folder.input_names(self.config.num_layers)
-        found = [i.name for i in self.session.get_inputs()]
-        if sorted(found) != sorted(expected):
-            raise ValueError(f"{self.folder.path / model_folder.MODEL_FILE} has inputs {found}, "
-                             f"expected {expected}. Re-export the model folder.")
-        self._outputs = model_folder.output_names(self.config.num_layers)
-        eos = self.folder.special_tokens.get("eos_token_id")
-        defaults = {k: v for k, v in self.folder.generation.items() if k in GenerationConfig.__dataclass_fields__}
-        defaults.setdefault("stop_token_ids", () if eos is None else (eos,))
-        self.defaults = GenerationConfig(**defaults)
+        self.tokenizer = model_folder.read_tokenizer(self.folder)
+        self.defaults = model_folder.read_generation_config(self.folder)
+        self.session = DecoderSession(self.folder.path / model_folder.MODEL_FILE, self.config, providers, threads)
+        self.providers = self.session.providers
+        self.pad_id = self.folder.special_tokens.get("pad_token_id") or 0
 
     # ---- the model, one step ---------------------------------------------------------------
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        shape = (batch, self.config.num_heads, 0, self.config.head_dim)  # (batch, heads, 0, head_dim)
-        return [np.zeros(shape, np.float32) for _ in range(2 * self.config.num_layers)]
+        """An empty cache: 2 * layers arrays of shape (batch, heads, 0, head_dim)."""
+        return self.session.empty_past(batch)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
                 past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One run of model.onnx.
+        """One run of model.onnx; the generation loop runs every step through it on the CPU.
 
         Args:
             input_ids, position_ids: (batch, seq) int64.
@@ -89,95 +89,188 @@ class Generator:
         Returns:
             logits (batch, seq, vocab) and the present keys/values, each (batch, heads, past + seq, head_dim).
         """
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        for i in range(self.config.num_layers):
-            feed[f"past_key_values.{i}.key"] = past[2 * i]
-            feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        logits, *present = self.session.run(self._outputs, feed)
-        return logits, present
+        return self.session.forward(input_ids, attention_mask, position_ids, past)
+
+    # ---- settings ----------------------------------------------------------------------------
+
+    def settings(self, config: GenerationConfig | None = None, **overrides) -> GenerationConfig:
+        """The folder's default settings (or `config`) with `overrides` applied and checked."""
+        config = (config or self.defaults).replace(**overrides)
+        bad = [i for i in (*config.stop_token_ids, *config.logit_bias) if i >= self.config.vocab_size]
+        if bad:
+            raise ValueError(f"Token ids must be below the vocabulary size {self.config.vocab_size}. "
+                             f"Received: {bad[0]} in stop_token_ids or logit_bias.")
+        return config
+
+    def _encode(self, prompt: str, config: GenerationConfig) -> list[int]:
+        if not isinstance(prompt, str):
+            raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
+        return fit_context(self.tokenizer.encode(prompt), self.config.context_length, config.max_new_tokens,
+                           config.truncate)
 
     # ---- the generation loop ---------------------------------------------------------------
 
-    def settings(self, **overrides) -> GenerationConfig:
-        """The folder's default settings with `overrides` applied and checked."""
-        return self.defaults.replace(**overrides)
-
-    def token_stream(self, prompt_ids: list[int], config: GenerationConfig, timings: dict | None = None
-                     ) -> Iterator[int]:
-        """Yield generated ids one at a time; returns the finish reason ("eos" or "length")."""
-        if not prompt_ids:
-            raise ValueError("The prompt is empty. Pass some text to continue.")
+    def _search(self, prompts: list[list[int]], config: GenerationConfig, timings: dict,
+                track_text: bool = False):
+        """The one generation loop over `prompts` (token ids). Yields the search (its rows or
+        beams) after each step; `timings` is filled at the end. With `track_text`, sampled rows
+        keep their decoded text even without stop strings (for streaming)."""
+        copies = config.num_beams if config.num_beams > 1 else config.num_return_sequences
+        row_prompts = [p for p in prompts for _ in range(copies)]
         context = self.config.context_length
-        if len(prompt_ids) >= context:
-            raise ValueError(f"The prompt is {len(prompt_ids)} tokens but the model's context is "
-                             f"{context} tokens. Shorten the prompt.")
-        timings = {} if timings is None else timings
-        rng = np.random.default_rng(config.seed)
-        state = SamplingState(config, list(prompt_ids))
-        ids = np.array([prompt_ids], np.int64)  # (1, prompt)
-        positions = np.arange(len(prompt_ids), dtype=np.int64)[None]
-        past = self.empty_past(1)
+        limits = [min(config.max_new_tokens, context - len(p)) for p in row_prompts]
+        batch = pad_left(row_prompts, self.pad_id)
+        rows, width = batch.ids.shape
+        steps = max(limits)
+        state = SamplingState(config, row_prompts, self.config.vocab_size)
+        if config.num_beams > 1:
+            stop_text = None
+            if config.stop_strings:
+                stop_text = lambda ids: any(s in self.tokenizer.decode(ids) for s in config.stop_strings)
+            search = BeamSearch(state, [len(p) for p in prompts], limits[::copies], stop_text)
+        else:
+            track = track_text or bool(config.stop_strings)
+            search = SampleSearch(state, [Row(limit, TextTracker(self.tokenizer, config.stop_strings)
+                                                if track else None) for limit in limits],
+                                   [r % copies for r in range(rows)])
+        run = self.session.new_run(rows, self.forward)  # forward: a subclass may wrap it
+        mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
+        mask[:, :width] = batch.mask
+        ids, positions, total = batch.ids, batch.positions, width
         started = time.perf_counter()
-        for step in range(config.max_new_tokens):
-            total = len(state.token_ids)
-            logits, past = self.forward(ids, np.ones((1, total), np.int64), positions, past)
+        decode_started, step = started, 0
+        for step in range(steps):
+            logits = run.step(ids, mask[:, :total] if rows == 1 else np.ascontiguousarray(mask[:, :total]),
+                              positions)
             if step == 0:
-                timings["prefill_ms"] = 1000 * (time.perf_counter() - started)
                 decode_started = time.perf_counter()
-            token = next_token(logits[0, -1], state, rng)
-            if token in config.stop_token_ids:
-                _decode_rate(timings, step, decode_started)
-                return "eos"
-            state.token_ids.append(token)
-            yield token
-            if total + 1 >= context:
+                timings["prefill_ms"] = 1000 * (decode_started - started)
+            tokens, parents = search.step(logits, state)
+            if parents is not None:
+                run.reorder(parents)
+            yield search
+            if search.done:
                 break
-            ids = np.array([[token]], np.int64)
-            positions = np.array([[total]], np.int64)
-        _decode_rate(timings, step + 1, decode_started)
-        return "length"
+            ids, positions, total = tokens[:, None], positions[:, -1:] + 1, total + 1
+        ended = time.perf_counter()
+        timings.update(prompt_tokens=sum(len(p) for p in prompts), new_tokens=rows * (step + 1),
+                       total_ms=1000 * (ended - started),
+                       decode_tokens_per_s=rows * step / (ended - decode_started) if step else 0.0)
+
+    def _one_sequence(self, config: GenerationConfig) -> None:
+        if config.num_beams > 1 or config.num_return_sequences > 1:
+            raise ValueError("Streaming generates one sequence. Received: num_beams="
+                             f"{config.num_beams}, num_return_sequences={config.num_return_sequences}. "
+                             "Use generate() for several.")
+
+    def token_stream(self, prompt_ids: list[int], config: GenerationConfig | None = None,
+                     timings: dict | None = None) -> Iterator[int]:
+        """Yield the generated ids of one prompt one at a time; returns the finish reason."""
+        config = self.settings(config)
+        self._one_sequence(config)
+        prompt_ids = fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
+                                 config.truncate)
+        emitted, row = 0, None
+        for search in self._search([prompt_ids], config, {} if timings is None else timings):
+            row = search.rows[0]
+            while emitted < len(row.ids):
+                yield row.ids[emitted]
+                emitted += 1
+        return row.finish_reason or "length"
 
     # ---- text in, text out -----------------------------------------------------------------
 
-    def stream(self, prompt: str, **settings) -> Iterator[str]:
-        """Yield the continuation of `prompt` piece by piece, never splitting a UTF-8 character."""
-        config = self.settings(**settings)
-        decoder = self.tokenizer.stream_decoder()
-        for token in self.token_stream(self.tokenizer.encode(prompt), config):
-            piece = decoder.push(token)
+    def stream(self, prompt: str, config: GenerationConfig | None = None, timings: dict | None = None,
+               **settings) -> Iterator[str]:
+        """Yield the continuation of `prompt` piece by piece: whole UTF-8 characters only, and
+        never any part of a stop string. `timings`, if given, is filled as in `GenerationResult`.
+
+        Example:
+            >>> pieces = list(model.stream("ROMEO:", max_new_tokens=16, seed=0))
+        """
+        config = self.settings(config, **settings)
+        self._one_sequence(config)
+        text = None
+        timings = {} if timings is None else timings
+        for search in self._search([self._encode(prompt, config)], config, timings, track_text=True):
+            text = search.rows[0].text
+            piece = text.take()
             if piece:
                 yield piece
-        tail = decoder.flush()
+        text.finish()
+        tail = text.take()
         if tail:
             yield tail
 
-    def generate(self, prompt: str, **settings) -> GenerationResult:
-        """Continue `prompt`; settings are those of `GenerationConfig`."""
-        config = self.settings(**settings)
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, **settings):
+        """Continue one prompt or a batch of prompts.
+
+        Args:
+            prompt: a string, or a list of strings generated together (left padded).
+            config: settings to start from (default: the folder's generation_config.json).
+            **settings: any `GenerationConfig` field, applied on top.
+        Returns:
+            for a string, a `GenerationResult` (a list of num_return_sequences of them when that is
+            above 1); for a list, one such entry per prompt.
+
+        Example:
+            >>> result = model.generate("ROMEO:", max_new_tokens=16, temperature=0)
+            >>> result.finish_reason in ("eos", "stop", "length")
+            True
+        """
+        single = isinstance(prompt, str)
+        if not single and not isinstance(prompt, (list, tuple)):
+            raise ValueError(f"A prompt must be a string or a list of strings. Received: {type(prompt).__name__}")
+        prompts = [prompt] if single else list(prompt)
+        if not prompts:
+            raise ValueError("No prompts given. Pass a string or a non-empty list of strings.")
+        config = self.settings(config, **settings)
+        encoded = [self._encode(p, config) for p in prompts]
         timings: dict = {}
-        tokens = self.token_stream(self.tokenizer.encode(prompt), config, timings)
-        ids = []
-        while True:
-            try:
-                ids.append(next(tokens))
-            except StopIteration as stop:
-                finish_reason = stop.value
-                break
-        return GenerationResult(self.tokenizer.decode(ids), ids, finish_reason, timings)
+        for search in self._search(encoded, config, timings):
+            pass
+        results = []
+        for p in range(len(prompts)):
+            if config.num_beams > 1:
+                found = [GenerationResult(self._text(h.token_ids, config), h.token_ids, h.finish_reason, timings,
+                                          h.score) for h in search.results(p, config.num_return_sequences)]
+            else:
+                n = config.num_return_sequences
+                found = [GenerationResult(row.text.text if row.finish_reason == "stop" else
+                                          self.tokenizer.decode(row.ids), row.ids, row.finish_reason or "length",
+                                          timings)
+                         for row in search.rows[p * n:(p + 1) * n]]
+            results.append(found[0] if config.num_return_sequences == 1 else found)
+        return results[0] if single else results
 
+    def _text(self, ids: list[int], config: GenerationConfig) -> str:
+        text = self.tokenizer.decode(ids)
+        cuts = [i for i in (text.find(s) for s in config.stop_strings) if i >= 0]
+        return text[:min(cuts)] if cuts else text
 
-def _decode_rate(timings: dict, decoded: int, since: float) -> None:
-    elapsed = time.perf_counter() - since
-    timings["decode_tokens_per_s"] = decoded / elapsed if decoded and elapsed > 0 else 0.0
+    def score(self, text: str):
+        """Per-token log-probabilities and perplexity of `text` under the model.
+
+        Example:
+            >>> model.score("ROMEO: What, ho!").perplexity > 1
+            True
+        """
+        from edgellm.scoring import score_text
+
+        return score_text(self, text)
 
 
 def load(name_or_path, providers: list[str] | None = None, threads: int | None = None) -> Generator:
     """Load a model folder (or a shipped model by name) for generation.
 
+    Args:
+        name_or_path: a shipped model's name (e.g. "shakespeare") or a model folder path.
+        providers: onnxruntime execution providers (default: CUDA when present, else CPU).
+        threads: onnxruntime intra-op threads.
+
     Example:
         >>> model = load("shakespeare")
-        >>> result = model.generate("ROMEO:", max_new_tokens=16, temperature=0)
-        >>> result.finish_reason in ("eos", "length")
+        >>> model.generate("ROMEO:", max_new_tokens=16, temperature=0).finish_reason in ("eos", "length")
         True
     """
     return Generator(name_or_path, providers=providers, threads=threads)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm.config import ModelConfig
+from edgellm.generation_config import GenerationConfig
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -96,8 +97,67 @@ def read(name_or_path: str | Path) -> ModelFolder:
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path / CONFIG_FILE}: bad architecture section ({error}).") from None
     generation = _read_json(path / GENERATION_CONFIG_FILE)
-    generation.pop("format_version", None)
+    version = generation.pop("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path / GENERATION_CONFIG_FILE}: format_version must be {FORMAT_VERSION}. "
+                         f"Received: {version!r}. Re-export with this edgellm.")
+    if (path / MODEL_FILE).stat().st_size < 1024:
+        raise ValueError(f"{path / MODEL_FILE} is only {(path / MODEL_FILE).stat().st_size} bytes: it is "
+                         "truncated or not a model. Re-export the model folder.")
     return ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta)
+
+
+def read_tokenizer(folder: ModelFolder):
+    """The folder's tokenizer, checked against the model's vocabulary size."""
+    from edgellm.tokenizer import Tokenizer
+
+    path = folder.path / TOKENIZER_FILE
+    try:
+        tokenizer = Tokenizer.load(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"Cannot read {path}: {error}. Re-export the model folder.") from None
+    if tokenizer.vocab_size != folder.config.vocab_size:
+        raise ValueError(f"Model folder {folder.path} does not fit together: {TOKENIZER_FILE} has "
+                         f"{tokenizer.vocab_size} tokens but {CONFIG_FILE} says vocab_size "
+                         f"{folder.config.vocab_size}. Re-export the folder from one checkpoint.")
+    return tokenizer
+
+
+def read_generation_config(folder: ModelFolder) -> GenerationConfig:
+    """The folder's default settings; the stop ids default to the end-of-text id."""
+    generation = dict(folder.generation)
+    eos = folder.special_tokens.get("eos_token_id")
+    generation.setdefault("stop_token_ids", [] if eos is None else [eos])
+    config = GenerationConfig.from_dict(generation, source=str(folder.path / GENERATION_CONFIG_FILE))
+    bad = [i for i in (*config.stop_token_ids, *config.logit_bias) if i >= folder.config.vocab_size]
+    if bad:
+        raise ValueError(f"{folder.path / GENERATION_CONFIG_FILE}: token id {bad[0]} is outside the vocabulary "
+                         f"of {folder.config.vocab_size} tokens. Re-export the model folder.")
+    return config
+
+
+def describe(name_or_path: str | Path) -> dict:
+    """What `edgellm info` shows: where the folder is, its shape, files, defaults, provenance."""
+    folder = read(name_or_path)
+    provenance = folder.meta.get("provenance", {})
+    metrics = provenance.get("metrics") or {}
+    parity = provenance.get("parity") or {}
+    files = {p.name: f"{p.stat().st_size / 1e6:.2f} MB" for p in sorted(folder.path.iterdir()) if p.is_file()}
+    return {
+        "model": str(name_or_path),
+        "path": str(folder.path.resolve()),
+        "shipped": folder.path.parent == shipped_models_dir(),
+        "format_version": folder.meta.get("format_version"),
+        "architecture": folder.config.to_dict(),
+        "parameters": metrics.get("parameters"),
+        "special_tokens": folder.special_tokens,
+        "generation_defaults": read_generation_config(folder).to_dict(),
+        "training": {k: metrics[k] for k in ("steps", "val_loss", "val_loss_per_char", "val_perplexity")
+                     if k in metrics} | {"data": provenance.get("data")},
+        "parity": {k: parity[k] for k in ("greedy_tokens_equal", "max_abs_logit_diff_prefill",
+                                          "max_abs_logit_diff_decode") if k in parity},
+        "files": files,
+    }
 
 
 def _read_json(path: Path) -> dict:

@@ -1,134 +1,245 @@
-"""Choosing the next token from logits: settings, logits processors, and the sampler. Pure numpy.
+"""Choosing the next token from logits: logits processors and the sampler. Pure numpy.
 
-Processors are functions `(logits, state) -> logits` over one row of logits (vocab,), applied
-in this fixed order: repetition penalty, temperature, top-k, top-p, min-p. Temperature 0 is
-greedy (argmax); there is no separate greedy loop.
+A processor is a function `(logits, state) -> logits` over a block of rows, logits of shape
+(rows, vocab) float64, one row per sequence being generated. The enabled ones run in this fixed
+order (`PROCESSORS`):
+
+    repetition_penalty, presence/frequency penalty, no_repeat_ngram, logit_bias, min_new_tokens,
+    temperature, top_k, top_p, typical_p, min_p
+
+The first five shape what may be said (they also apply to beam search); the last five shape
+how randomly it is said (sampling only). Temperature 0 is greedy: the argmax, no other loop.
+A row whose every token ends up banned (say, by no_repeat_ngram and logit_bias together) falls
+back to its unprocessed logits, so a step always yields a token.
 
 Example:
-    >>> cfg = GenerationConfig(temperature=0.0)
-    >>> int(next_token(np.array([0.1, 2.0, 0.3]), SamplingState(cfg, []), np.random.default_rng(0)))
-    1
+    >>> state = SamplingState(GenerationConfig(temperature=0.0), [[5, 1]], vocab_size=3)
+    >>> Sampler(state.config, [0]).choose(np.array([[0.1, 2.0, 0.3]]), state).tolist()
+    [1]
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
 
+from edgellm.generation_config import GenerationConfig
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Generation settings, checked when built.
+__all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors"]
+
+
+class SamplingState:
+    """What the processors read about each row: its ids so far, counts, n-grams.
 
     Args:
-        max_new_tokens: tokens to generate at most (>= 1).
-        temperature: 0 for greedy; higher is more random.
-        top_k: keep the k most likely tokens (0 = off).
-        top_p: keep the smallest set of tokens whose probability adds up to top_p (1 = off).
-        min_p: drop tokens less likely than min_p times the most likely one (0 = off).
-        repetition_penalty: divide the logits of tokens already seen (1 = off; CTRL's penalty).
-        seed: seed of the sampler; the same seed gives the same text.
-        stop_token_ids: generation ends after any of these ids (the end-of-text id by default).
+        config: the settings.
+        histories: for each row, the prompt ids (the row's ids grow as tokens are appended).
+        vocab_size: the model's vocabulary size.
     """
 
-    max_new_tokens: int = 128
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    def __init__(self, config: GenerationConfig, histories: list[list[int]], vocab_size: int):
+        self.config = config
+        self.vocab_size = vocab_size
+        self.histories = [list(h) for h in histories]
+        self.generated = 0  # tokens appended to every row so far
+        rows = len(self.histories)
+        # bookkeeping is kept only for the processors that are on
+        self.seen = self.counts = self.ngrams = None
+        if config.repetition_penalty != 1.0:
+            self.seen = np.zeros((rows, vocab_size), bool)  # (rows, vocab): in the prompt or output
+            for row, ids in enumerate(self.histories):
+                self.seen[row, ids] = True
+        if config.presence_penalty or config.frequency_penalty:
+            self.counts = np.zeros((rows, vocab_size), np.float64)  # (rows, vocab): generated only
+        if config.no_repeat_ngram_size:
+            n = config.no_repeat_ngram_size
+            self.ngrams = [{} for _ in range(rows)]  # per row: (n-1)-gram -> ids that followed it
+            for row, ids in enumerate(self.histories):
+                for end in range(n, len(ids) + 1):
+                    self.ngrams[row].setdefault(tuple(ids[end - n:end - 1]), set()).add(ids[end - 1])
+        bias = config.logit_bias
+        self.bias = None
+        if bias:
+            self.bias = np.zeros(vocab_size)
+            self.bias[list(bias)] = list(bias.values())
+        self.stop_ids = np.array(config.stop_token_ids, np.int64)
 
-    def __post_init__(self):
-        checks = [
-            ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
-            ("temperature", self.temperature >= 0, "must be >= 0"),
-            ("top_k", self.top_k >= 0, "must be >= 0"),
-            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
-            ("min_p", 0 <= self.min_p < 1, "must be in [0, 1)"),
-            ("repetition_penalty", self.repetition_penalty > 0, "must be > 0"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} {rule}. Received: {name}={getattr(self, name)}")
-        object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
+    def append(self, tokens: np.ndarray) -> None:
+        """Record one new token per row: tokens (rows,)."""
+        for history, token in zip(self.histories, tokens.tolist()):
+            history.append(token)
+        self.generated += 1
+        if self.seen is None and self.counts is None and self.ngrams is None:
+            return
+        rows = np.arange(len(tokens))
+        if self.seen is not None:
+            self.seen[rows, tokens] = True
+        if self.counts is not None:
+            self.counts[rows, tokens] += 1
+        if self.ngrams is not None:
+            n = self.config.no_repeat_ngram_size
+            for ngrams, ids in zip(self.ngrams, self.histories):
+                if len(ids) >= n:
+                    ngrams.setdefault(tuple(ids[len(ids) - n:-1]), set()).add(ids[-1])
 
-    def replace(self, **changes) -> "GenerationConfig":
-        """A copy with `changes` applied; unknown names raise a clear error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"Unknown generation setting {unknown[0]!r}. Allowed: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
+    def reorder(self, parents: np.ndarray) -> None:
+        """Rows continue from `parents` (rows,): beam search keeps the best continuations."""
+        plist = parents.tolist()
+        self.histories = [list(self.histories[p]) for p in plist]
+        if self.seen is not None:
+            self.seen = self.seen[parents]
+        if self.counts is not None:
+            self.counts = self.counts[parents]
+        if self.ngrams is not None:
+            self.ngrams = [{k: set(v) for k, v in self.ngrams[p].items()} for p in plist]
 
 
-@dataclass
-class SamplingState:
-    config: GenerationConfig
-    token_ids: list[int]  # prompt and generated ids so far
+# ---- processors: (logits (rows, vocab), state) -> logits ---------------------------------------
+
+def logit_bias(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    return logits + state.bias
 
 
 def repetition_penalty(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    penalty = state.config.repetition_penalty
-    if penalty == 1.0 or not state.token_ids:
-        return logits
-    seen = np.unique(np.asarray(state.token_ids))
-    logits = logits.copy()
-    # dividing a negative logit would raise it, so negatives are multiplied instead
-    logits[seen] = np.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
+    # CTRL's penalty: dividing a negative logit would raise it, so negatives are multiplied
+    p = state.config.repetition_penalty
+    return np.where(state.seen, np.where(logits > 0, logits / p, logits * p), logits)
+
+
+def presence_frequency_penalty(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    c = state.config
+    return logits - c.frequency_penalty * state.counts - c.presence_penalty * (state.counts > 0)
+
+
+def no_repeat_ngram(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    n = state.config.no_repeat_ngram_size
+    for row, (ngrams, ids) in enumerate(zip(state.ngrams, state.histories)):
+        banned = ngrams.get(tuple(ids[len(ids) - n + 1:])) if len(ids) >= n - 1 else None
+        if banned:
+            logits[row, list(banned)] = -np.inf
+    return logits
+
+
+def min_new_tokens(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    if state.generated < state.config.min_new_tokens and state.stop_ids.size:
+        logits[:, state.stop_ids] = -np.inf
     return logits
 
 
 def temperature(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    t = state.config.temperature
-    return logits if t in (0.0, 1.0) else logits / t
+    return logits / state.config.temperature
 
 
 def top_k(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     k = state.config.top_k
-    if k == 0 or k >= logits.shape[-1]:
+    if k >= logits.shape[-1]:
         return logits
-    kth = np.partition(logits, -k)[-k]
+    kth = np.partition(logits, -k, axis=-1)[:, -k:-k + 1 or None]  # (rows, 1); ties with it stay
     return np.where(logits < kth, -np.inf, logits)
 
 
 def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    p = state.config.top_p
-    if p >= 1.0:
-        return logits
-    order = np.argsort(-logits, kind="stable")
-    probs = _softmax(logits[order])
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    probs = _softmax(np.take_along_axis(logits, order, -1))
     # keep tokens until the mass before them reaches p; the most likely token always stays
-    keep_sorted = np.cumsum(probs) - probs < p
-    keep = np.zeros_like(keep_sorted)
-    keep[order] = keep_sorted
+    keep_sorted = np.cumsum(probs, -1) - probs < state.config.top_p
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, -1)
+    return np.where(keep, logits, -np.inf)
+
+
+def typical_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    # Meister et al. 2022: rank tokens by |surprise - entropy|, keep them up to mass typical_p
+    log_probs = _log_softmax(logits)
+    probs = np.exp(log_probs)
+    entropy = -(probs * np.where(probs > 0, log_probs, 0.0)).sum(-1, keepdims=True)
+    order = np.argsort(np.abs(-log_probs - entropy), axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, -1)
+    keep_sorted = np.cumsum(sorted_probs, -1) - sorted_probs < state.config.typical_p
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, -1)
     return np.where(keep, logits, -np.inf)
 
 
 def min_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    m = state.config.min_p
-    if m == 0.0:
-        return logits
     probs = _softmax(logits)
-    return np.where(probs < m * probs.max(), -np.inf, logits)
+    return np.where(probs < state.config.min_p * probs.max(-1, keepdims=True), -np.inf, logits)
 
 
-PROCESSORS = (repetition_penalty, temperature, top_k, top_p, min_p)
+Processor = Callable[[np.ndarray, SamplingState], np.ndarray]
+
+# (processor, is it on for these settings?, does it shape what may be said, not how randomly)
+PROCESSORS: tuple[tuple[Processor, Callable[[GenerationConfig], bool], bool], ...] = (
+    (repetition_penalty, lambda c: c.repetition_penalty != 1.0, True),
+    (presence_frequency_penalty, lambda c: bool(c.presence_penalty or c.frequency_penalty), True),
+    (no_repeat_ngram, lambda c: c.no_repeat_ngram_size > 0, True),
+    (logit_bias, lambda c: bool(c.logit_bias), True),
+    (min_new_tokens, lambda c: c.min_new_tokens > 0, True),
+    (temperature, lambda c: c.temperature not in (0.0, 1.0), False),
+    (top_k, lambda c: c.top_k > 0, False),
+    (top_p, lambda c: c.top_p < 1.0, False),
+    (typical_p, lambda c: c.typical_p < 1.0, False),
+    (min_p, lambda c: c.min_p > 0.0, False),
+)
 
 
-def next_token(logits: np.ndarray, state: SamplingState, rng: np.random.Generator) -> int:
-    """Apply the processors to one row of logits (vocab,) and pick a token id."""
-    logits = logits.astype(np.float64)
-    for process in PROCESSORS:
-        logits = process(logits, state)
-    if state.config.temperature == 0.0:
-        return int(np.argmax(logits))
-    return int(rng.choice(logits.shape[-1], p=_softmax(logits)))
+def build_processors(config: GenerationConfig, sampling: bool | None = None) -> list[Processor]:
+    """The processors that are on for `config`, in order. Greedy and beam search skip the
+    sampling ones (temperature to min_p): they cannot change an argmax or a beam's ranking
+    in a way those modes use."""
+    sampling = config.temperature > 0 and config.num_beams == 1 if sampling is None else sampling
+    return [p for p, on, constrains in PROCESSORS if on(config) and (constrains or sampling)]
+
+
+def process(logits: np.ndarray, state: SamplingState, processors: list[Processor]) -> np.ndarray:
+    """Run `processors` over logits (rows, vocab); rows left with no allowed token fall back
+    to their unprocessed logits."""
+    out = logits.astype(np.float64)
+    for processor in processors:
+        out = processor(out, state)
+    if processors:
+        dead = ~np.isfinite(out.max(-1))  # (rows,): every token banned, or NaN
+        if dead.any():
+            out[dead] = logits[dead]
+    return out
+
+
+class Sampler:
+    """Picks one token per row: argmax at temperature 0, else a draw from the processed
+    distribution with one `numpy.random.Generator` per row seeded from (seed, row's sequence
+    number within its prompt), so a prompt's text depends on the seed only, not on the batch.
+
+    Args:
+        config: the settings.
+        sequence_numbers: for each row, which of its prompt's return sequences it is.
+    """
+
+    def __init__(self, config: GenerationConfig, sequence_numbers: list[int]):
+        self.config = config
+        self.processors = build_processors(config)
+        seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % (1 << 63))
+        self.rngs = [np.random.default_rng([seed, n]) for n in sequence_numbers]
+
+    def choose(self, logits: np.ndarray, state: SamplingState) -> np.ndarray:
+        """logits (rows, vocab) -> token ids (rows,) int64."""
+        if self.config.temperature == 0.0:
+            if not self.processors:
+                return logits.argmax(-1)
+            return process(logits, state, self.processors).argmax(-1)
+        probs = _softmax(process(logits, state, self.processors))
+        cumulative = np.cumsum(probs, -1)  # (rows, vocab)
+        draws = np.array([rng.random() for rng in self.rngs]) * cumulative[:, -1]
+        tokens = (cumulative <= draws[:, None]).sum(-1)  # first index whose cumulative mass passes the draw
+        # a draw can land on the mass of a zero-probability tail only through rounding
+        return np.minimum(tokens, probs.shape[-1] - 1)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - np.max(x))
-    return e / e.sum()
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

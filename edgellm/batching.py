@@ -1,0 +1,61 @@
+"""Several prompts in one run: left padding, the attention mask and position ids.
+
+Prompts of different lengths are padded on the left so that every row's last token sits in the
+last column and all rows decode in step:
+
+    ids   [[pad, pad, 11, 12],      mask [[0, 0, 1, 1],      positions [[0, 0, 0, 1],
+           [ 21,  22, 23, 24]]            [1, 1, 1, 1]]                 [0, 1, 2, 3]]
+
+position_ids = cumsum(mask) - 1, clipped at 0, so each row's positions start at 0 as they would
+alone; padded keys are masked out, so each row computes what it would compute alone.
+
+Example:
+    >>> batch = pad_left([[11, 12], [21, 22, 23, 24]], pad_id=0)
+    >>> batch.positions.tolist()
+    [[0, 0, 0, 1], [0, 1, 2, 3]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PaddedBatch:
+    ids: np.ndarray  # (rows, width) int64, left padded
+    mask: np.ndarray  # (rows, width) int64, 1 for prompt tokens
+    positions: np.ndarray  # (rows, width) int64
+    lengths: list[int]  # prompt tokens per row
+
+
+def pad_left(prompts: list[list[int]], pad_id: int) -> PaddedBatch:
+    width = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), width), pad_id, np.int64)
+    mask = np.zeros((len(prompts), width), np.int64)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt):] = prompt
+            mask[row, width - len(prompt):] = 1
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    return PaddedBatch(ids, mask, positions, [len(p) for p in prompts])
+
+
+def fit_context(prompt: list[int], context: int, max_new_tokens: int, policy: str) -> list[int]:
+    """Apply the truncate policy to a prompt of token ids for a model of `context` tokens.
+
+    A prompt must leave room for at least one new token. With policy "left" the oldest tokens
+    are dropped so that the prompt leaves room for max_new_tokens, but the prompt keeps at
+    least half the context.
+    """
+    if not prompt:
+        raise ValueError("The prompt is empty. Pass some text to continue.")
+    if policy == "left":
+        keep = context - min(max_new_tokens, context // 2)
+        return prompt[-keep:] if len(prompt) > keep else prompt
+    if len(prompt) >= context:
+        raise ValueError(f"The prompt is {len(prompt)} tokens but the model's context is {context} tokens "
+                         "(room for one new token at least). Received: truncate='error'. Shorten the prompt "
+                         "or pass truncate='left' to drop its start.")
+    return prompt

@@ -1,0 +1,65 @@
+"""Speed of a loaded model: prefill time, decode tokens/s, time per token by position.
+
+Used by `edgellm bench` and by the comparisons in bench/. Every figure is a median over
+`repeats` runs, so one slow run on a busy machine does not decide it.
+
+Example:
+    >>> import edgellm
+    >>> figures = decode_speed(edgellm.load("shakespeare"), new_tokens=32)
+    >>> figures["decode_tokens_per_s"] > 0
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+SAMPLE_TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+               "First Citizen:\nYou are all resolved rather to die than to famish?\n\n")
+
+
+def prompt_of(model, tokens: int) -> list[int]:
+    """A prompt of exactly `tokens` ids cut from real text."""
+    ids = model.tokenizer.encode(SAMPLE_TEXT)
+    while len(ids) < tokens:
+        ids = ids + ids
+    return ids[:tokens]
+
+
+def decode_speed(model, prompt_tokens: int = 16, new_tokens: int = 64, batch: int = 1, repeats: int = 5) -> dict:
+    """Greedy generation of `new_tokens` for `batch` prompts: prefill ms and decode tokens/s."""
+    new_tokens = min(new_tokens, model.config.context_length - prompt_tokens)
+    prompt = model.tokenizer.decode(prompt_of(model, prompt_tokens))
+    runs = []
+    for _ in range(repeats + 1):  # the first run warms up
+        result = model.generate([prompt] * batch, temperature=0.0, max_new_tokens=new_tokens, stop_token_ids=(),
+                                stop_strings=(), min_new_tokens=0, num_beams=1, num_return_sequences=1)
+        runs.append(result[0].timings)
+    runs = runs[1:]
+    return {"batch": batch, "prompt_tokens": runs[0]["prompt_tokens"] // batch, "new_tokens": new_tokens,
+            "prefill_ms": statistics.median(r["prefill_ms"] for r in runs),
+            "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in runs)}
+
+
+def time_per_token(model, position: int, steps: int = 16, repeats: int = 5) -> float:
+    """Milliseconds of one decode step (batch 1) when `position` tokens are already cached."""
+    context = model.config.context_length
+    if not 1 <= position <= context - steps:
+        raise ValueError(f"position must be in [1, {context - steps}] for a context of {context}. "
+                         f"Received: position={position}")
+    ids = np.array([prompt_of(model, position)], np.int64)
+    times = []
+    for _ in range(repeats + 1):
+        run = model.session.new_run(1)
+        run.step(ids, np.ones((1, position), np.int64), np.arange(position, dtype=np.int64)[None])
+        token = np.array([[int(ids[0, -1])]], np.int64)
+        mask = np.ones((1, position + steps), np.int64)
+        started = time.perf_counter()
+        for step in range(steps):
+            logits = run.step(token, mask[:, :position + step + 1], np.array([[position + step]], np.int64))
+            token[0, 0] = int(logits[0].argmax())
+        times.append(1000 * (time.perf_counter() - started) / steps)
+    return statistics.median(times[1:])

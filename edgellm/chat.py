@@ -1,0 +1,69 @@
+"""A conversation with a plain language model: a transcript that the model continues.
+
+Each turn is written as the speaker's name, a colon, a newline and the message, then a blank
+line (the layout of a play, which the Shakespeare model knows). The model answers after
+"{bot}:\\n" and its reply ends at a blank line or when it starts the user's next line. Old
+turns are dropped, oldest first, so that the transcript and the reply fit in the context.
+
+Example:
+    >>> import edgellm
+    >>> chat = Chat(edgellm.load("shakespeare"), user="ROMEO", bot="JULIET", max_new_tokens=40)
+    >>> reply = "".join(chat.send("Good morrow, fair maid."))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+class Chat:
+    """Keeps the history of one conversation with `model`.
+
+    Args:
+        model: a loaded `edgellm.Generator`.
+        user: the user's name in the transcript.
+        bot: the model's name in the transcript.
+        system: text placed before the turns (kept when old turns are dropped).
+        **settings: generation settings for the replies (`GenerationConfig` fields).
+    """
+
+    def __init__(self, model, user: str = "User", bot: str = "Model", system: str = "", **settings):
+        for name, value in (("user", user), ("bot", bot)):
+            if not value or "\n" in value or ":" in value:
+                raise ValueError(f"The {name} name must be one line without a colon. Received: {name}={value!r}")
+        self.model, self.user, self.bot, self.system = model, user, bot, system
+        stops = tuple(settings.pop("stop_strings", ())) + ("\n\n", f"\n{user}:")
+        self.config = model.settings(stop_strings=stops, **settings)
+        self.turns: list[tuple[str, str]] = []  # (user message, reply)
+
+    def _turn(self, message: str, reply: str | None) -> str:
+        text = f"{self.user}:\n{message}\n\n{self.bot}:\n"
+        return text if reply is None else text + f"{reply}\n\n"
+
+    def transcript(self, message: str) -> str:
+        """The text the model continues for `message`, with as much history as fits."""
+        context = self.model.config.context_length
+        room = context - min(self.config.max_new_tokens, context // 2)  # tokens the transcript may use
+        encode = self.model.tokenizer.encode
+        new = self._turn(message, None)
+        used = len(encode(self.system + new))
+        kept: list[str] = []
+        for user_text, reply in reversed(self.turns):
+            turn = self._turn(user_text, reply)
+            cost = len(encode(turn))
+            if used + cost > room:
+                break
+            kept.insert(0, turn)
+            used += cost
+        return self.system + "".join(kept) + new
+
+    def send(self, message: str) -> Iterator[str]:
+        """Stream the model's reply to `message`; the exchange joins the history at the end."""
+        if not message.strip():
+            raise ValueError("The message is empty. Type some text.")
+        pieces = []
+        config = self.config.replace(truncate="left")  # a message longer than the context keeps its end
+        for piece in self.model.stream(self.transcript(message), config):
+            pieces.append(piece)
+            yield piece
+        self.turns.append((message, "".join(pieces).strip()))

@@ -1,0 +1,65 @@
+"""Evaluate a model folder on a file, through the ONNX model the apps run.
+
+Each task is a function `(model, path, **options) -> dict of metrics`, registered in `TASKS`;
+`edgellm eval FILE --task NAME` runs one. The language-modelling task ("lm") reports
+perplexity and loss per token and per character of a text file.
+
+Example:
+    >>> import edgellm
+    >>> metrics = evaluate(edgellm.load("shakespeare"), "data/tinyshakespeare/input.txt", max_chars=5000)
+    >>> sorted(metrics)[:3]
+    ['characters', 'loss_per_char', 'loss_per_token']
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from edgellm.scoring import score_ids
+
+
+def read_text(path: str | Path, max_chars: int | None = None) -> str:
+    """A UTF-8 text file, newlines normalised as in training; a clear error otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ValueError(f"Cannot read {path}: {error.strerror}. Pass a readable text file.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 (byte offset {error.start}). Convert it to UTF-8.") from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text[:max_chars] if max_chars else text
+
+
+def language_model(model, path: str | Path, max_chars: int | None = None) -> dict:
+    """Perplexity, and loss (nats) per token and per character, of a text file.
+
+    The loss per character divides the total loss by the characters of the scored tokens (all
+    but the first), so it compares across tokenizers and with character-level models.
+    """
+    text = read_text(path, max_chars)
+    ids = model.tokenizer.encode(text)
+    if len(ids) < 2:
+        raise ValueError(f"{path} is too short to evaluate: {len(ids)} token(s). Pass a longer text.")
+    logprobs = score_ids(model, ids)
+    nll = -sum(logprobs)
+    characters = len(model.tokenizer.decode(ids[1:]))
+    return {
+        "tokens": len(ids) - 1,
+        "characters": characters,
+        "loss_per_token": nll / (len(ids) - 1),
+        "loss_per_char": nll / characters,
+        "bits_per_char": nll / characters / math.log(2),
+        "perplexity": math.exp(nll / (len(ids) - 1)),
+    }
+
+
+TASKS = {"lm": language_model}
+
+
+def evaluate(model, path: str | Path, task: str = "lm", **options) -> dict:
+    """Run evaluation task `task` on the file at `path`."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown evaluation task {task!r}. Allowed: {', '.join(TASKS)}")
+    return TASKS[task](model, path, **options)
