@@ -27,6 +27,7 @@ from edgellm.rows import Row, SampleSearch
 from edgellm.sampling import SamplingState
 from edgellm.session import DecoderSession
 from edgellm.stopping import TextTracker
+from edgellm.tasks import prompt_ids
 
 
 @dataclass
@@ -71,6 +72,8 @@ class Generator:
         self.session = DecoderSession(self.folder.path / model_folder.MODEL_FILE, self.config, providers, threads)
         self.providers = self.session.providers
         self.pad_id = self.folder.special_tokens.get("pad_token_id") or 0
+        # task models (translation, question answering) wrap each prompt in their training template
+        self.task_template = self.folder.meta.get("prompt_template") == "completion"
 
     # ---- the model, one step ---------------------------------------------------------------
 
@@ -105,8 +108,8 @@ class Generator:
     def _encode(self, prompt: str, config: GenerationConfig) -> list[int]:
         if not isinstance(prompt, str):
             raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
-        return fit_context(self.tokenizer.encode(prompt), self.config.context_length, config.max_new_tokens,
-                           config.truncate)
+        ids = prompt_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
+        return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
 
     # ---- the generation loop ---------------------------------------------------------------
 

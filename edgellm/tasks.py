@@ -7,7 +7,8 @@ template, and generation must use the same one:
 
 The user's prompt is encoded as plain text (a special-token string inside it stays text); the
 template's <|completion|> is the special id. Model folders of task models say so in
-generation_config.json ("prompt_template": "completion"), and `edgellm generate` applies it.
+config.json ("prompt_template": "completion"), and the runtime then applies the template to
+every prompt (`generate`, `stream`, `edgellm generate`, `edgellm serve`).
 
 Evaluation runs greedy generation through the ONNX model and scores the completions:
 translation with chrF and BLEU (sacrebleu; several references per source when a prompt appears
@@ -40,11 +41,12 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
 
 
 def complete(model, prompt: str, **settings) -> str:
-    """Greedy (by default) completion of one prompt by a task model, without the end token."""
+    """Greedy (by default; beam search with num_beams) completion of one prompt by a task model."""
+    if not model.task_template:
+        raise ValueError(f"{model.folder.path} is not a task model (its config.json has no "
+                         '"prompt_template": "completion"). Pass a model trained with --examples.')
     settings.setdefault("temperature", 0.0)
-    config = model.settings(**settings)
-    ids = list(model.token_stream(prompt_ids(model.tokenizer, prompt), config))
-    return model.tokenizer.decode(ids)
+    return model.generate(prompt, **settings).text
 
 
 def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
