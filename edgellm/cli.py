@@ -195,18 +195,30 @@ def chat(model, providers, threads, user, bot, system, **options):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_model_options
 @click.option("--task", default="lm", show_default=True,
-              help="What to measure: lm (perplexity and loss per character of a text file).")
-@click.option("--max-chars", type=int, help="Evaluate only the first N characters.")
+              help="What to measure: lm (perplexity and loss per character of a text file), "
+                   "translation (chrF and BLEU) or qa (exact match) of a JSONL/TSV prompt/completion "
+                   "file, generated greedily by a task model.")
+@click.option("--max-chars", type=int, help="lm: evaluate only the first N characters.")
+@click.option("--max-examples", type=click.IntRange(min=1), help="translation, qa: only the first N examples.")
+@click.option("--num-beams", type=click.IntRange(min=1), default=1, help="translation, qa: beam search width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(file, model, providers, threads, task, max_chars, as_json):
+def evaluate_command(file, model, providers, threads, task, max_chars, max_examples, num_beams, as_json):
     """Evaluate a model on FILE through its ONNX model (the one apps run)."""
     from edgellm.evaluate import TASKS, evaluate
 
     if task not in TASKS:
         raise click.BadParameter(f"must be one of {', '.join(TASKS)}. Received: {task!r}", param_hint="--task")
     try:
-        options = {"max_chars": max_chars} if max_chars else {}
-        metrics = evaluate(_load(model, providers, threads), file, task, **options)
+        loaded = _load(model, providers, threads)
+        if task == "lm":
+            metrics = evaluate(loaded, file, task, **({"max_chars": max_chars} if max_chars else {}))
+        else:
+            from edgellm.tasks import read_examples
+
+            prompts = len({e.prompt for e in read_examples(file)[:max_examples]})
+            with click.progressbar(length=prompts, label=f"{task} eval", file=sys.stderr) as bar:
+                metrics = evaluate(loaded, file, task, max_examples=max_examples, num_beams=num_beams,
+                                   progress=lambda: bar.update(1))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     _print_metrics(metrics, as_json)

@@ -2,7 +2,8 @@
 
 Each task is a function `(model, path, **options) -> dict of metrics`, registered in `TASKS`;
 `edgellm eval FILE --task NAME` runs one. The language-modelling task ("lm") reports
-perplexity and loss per token and per character of a text file.
+perplexity and loss per token and per character of a text file; "translation" (chrF, BLEU) and
+"qa" (exact match) generate completions of a prompt/completion file with a task model.
 
 Example:
     >>> import edgellm
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from edgellm import tasks
 from edgellm.scoring import score_ids
 
 
@@ -55,7 +57,18 @@ def language_model(model, path: str | Path, max_chars: int | None = None) -> dic
     }
 
 
-TASKS = {"lm": language_model}
+def task_model(task: str):
+    """Greedy (or beam, with num_beams) completions of a prompt/completion file, scored for `task`."""
+
+    def run(model, path: str | Path, max_examples: int | None = None, progress=None, **settings) -> dict:
+        examples = tasks.read_examples(path)[:max_examples]
+        return tasks.evaluate(model, examples, task, progress=progress, **settings)
+
+    run.__doc__ = f"{task}: " + ("chrF and BLEU" if task == "translation" else "exact match")
+    return run
+
+
+TASKS = {"lm": language_model, "translation": task_model("translation"), "qa": task_model("qa")}
 
 
 def evaluate(model, path: str | Path, task: str = "lm", **options) -> dict:

@@ -22,7 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
 from edgellm.tokenizer import Tokenizer
 
@@ -30,6 +34,53 @@ COMPLETION_TOKEN = "<|completion|>"
 END_TOKEN = "<|endoftext|>"
 TASK_SPECIAL_TOKENS = (END_TOKEN, COMPLETION_TOKEN)
 TASKS = ("translation", "qa")
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read prompt/completion pairs: JSONL ({"prompt": ..., "completion": ...} per line) or TSV
+    (prompt<TAB>completion, a literal \\n standing for a newline), either possibly gzipped.
+    A bad line is named."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        lines = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8").splitlines()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"Cannot read examples file {path}: {getattr(error, 'strerror', None) or error}.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Examples file {path} is not UTF-8 (byte offset {error.start}).") from None
+    jsonl = ".jsonl" in path.suffixes or ".json" in path.suffixes
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        if jsonl:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error.msg}). Each line must be one "
+                                 '{"prompt": ..., "completion": ...} object.') from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
+                    or not isinstance(record.get("completion"), str):
+                raise ValueError(f'{where}: needs string fields "prompt" and "completion". Received: {line[:80]}')
+            prompt, completion = record["prompt"], record["completion"]
+        else:
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise ValueError(f"{where}: needs prompt<TAB>completion. Received {len(fields)} field(s).")
+            prompt, completion = (f.replace("\\n", "\n") for f in fields)
+        if not completion.strip():
+            raise ValueError(f"{where}: the completion is empty. Every example needs a completion.")
+        examples.append(Example(prompt, completion))
+    if not examples:
+        raise ValueError(f"Examples file {path} holds no examples.")
+    return examples
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:

@@ -102,8 +102,11 @@ def test_eval_reports_perplexity_through_the_onnx_model(tiny_folder, corpus_file
     assert metrics["tokens"] == len(scored.token_ids) - 1
     assert abs(metrics["perplexity"] - scored.perplexity) < 1e-6 * scored.perplexity
     assert metrics["loss_per_char"] < metrics["loss_per_token"]
-    bad = run("eval", tmp_path / "sample.txt", "-m", tiny_folder, "--task", "translation")
-    assert bad.exit_code != 0 and "must be one of lm" in bad.output
+    bad = run("eval", tmp_path / "sample.txt", "-m", tiny_folder, "--task", "summarize")
+    assert bad.exit_code != 0 and "must be one of lm, translation, qa" in bad.output
+    (tmp_path / "pairs.tsv").write_text("English: Go.\\nFrench:\t Va !\n")
+    not_a_task_model = run("eval", tmp_path / "pairs.tsv", "-m", tiny_folder, "--task", "translation")
+    assert not_a_task_model.exit_code != 0 and "is not a task model" in not_a_task_model.output
 
 
 def test_bench_prints_figures(tiny_folder):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from edgellm.tokenizer import Tokenizer
-from edgellm.tasks import COMPLETION_TOKEN, TASK_SPECIAL_TOKENS
-from edgellm.training.tasks import (Example, encode_examples, masked_batch,
-                                    read_examples)
+from edgellm.tasks import COMPLETION_TOKEN, TASK_SPECIAL_TOKENS, Example, read_examples
+from edgellm.training.tasks import encode_examples, masked_batch
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
-"""Prompt/completion examples for task models: reading, the prompt template, masked batches.
+"""Prompt/completion examples for task models: encoding in the template, masked batches.
 
-Files: JSONL with one {"prompt": ..., "completion": ...} object per line, or TSV with
-prompt<TAB>completion per line (a literal "\\n" in TSV stands for a newline); either may be
-gzipped (.jsonl.gz, .tsv.gz).
+Example files are read by `edgellm.tasks.read_examples` (JSONL or TSV, optionally gzipped).
 
 Template: an example is tokenized as
 
@@ -19,63 +17,13 @@ weight, so no example attends to another one.
 
 from __future__ import annotations
 
-import gzip
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import keras
 import numpy as np
 
-from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, prompt_ids
+from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, prompt_ids
 from edgellm.tokenizer import Tokenizer
 
 PAD_MULTIPLE = 16
-
-
-@dataclass(frozen=True)
-class Example:
-    prompt: str
-    completion: str
-
-
-def read_examples(path: str | Path) -> list[Example]:
-    """Read a JSONL or TSV file of prompt/completion pairs, naming the line of any bad one."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        lines = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8").splitlines()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise ValueError(f"Cannot read examples file {path}: {getattr(error, 'strerror', None) or error}.") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"Examples file {path} is not UTF-8 (byte offset {error.start}).") from None
-    jsonl = ".jsonl" in path.suffixes or ".json" in path.suffixes
-    examples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        if jsonl:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg}). Each line must be one "
-                                 '{"prompt": ..., "completion": ...} object.') from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
-                    or not isinstance(record.get("completion"), str):
-                raise ValueError(f'{where}: needs string fields "prompt" and "completion". Received: {line[:80]}')
-            prompt, completion = record["prompt"], record["completion"]
-        else:
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise ValueError(f"{where}: needs prompt<TAB>completion. Received {len(fields)} field(s).")
-            prompt, completion = (f.replace("\\n", "\n") for f in fields)
-        if not completion.strip():
-            raise ValueError(f"{where}: the completion is empty. Every example needs a completion.")
-        examples.append(Example(prompt, completion))
-    if not examples:
-        raise ValueError(f"Examples file {path} holds no examples.")
-    return examples
 
 
 def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
