@@ -114,15 +114,20 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
     references: OrderedDict[str, list[str]] = OrderedDict()
     for example in examples:
         references.setdefault(example.prompt, []).append(example.completion.strip())
-    hypotheses = []
+    hypotheses, too_long = [], 0
+    room = model.config.context_length - 1  # at least one new token
     for prompt in references:
-        hypotheses.append(complete(model, prompt, **settings).strip())
+        if len(prompt_ids(model.tokenizer, prompt)) > room:
+            too_long += 1  # scored as an empty (wrong) answer, and counted
+            hypotheses.append("")
+        else:
+            hypotheses.append(complete(model, prompt, **settings).strip())
         if progress is not None:
             progress()
     refs = list(references.values())
     if task == "qa":
         correct = sum(h in r for h, r in zip(hypotheses, refs))
-        return {"task": task, "examples": len(refs), "exact_match": correct / len(refs)}
+        return {"task": task, "examples": len(refs), "exact_match": correct / len(refs), "too_long": too_long}
     try:
         import sacrebleu
     except ImportError:
@@ -135,4 +140,5 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
         "examples": len(refs),
         "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score,
         "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
+        "too_long": too_long,
     }

@@ -179,6 +179,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
                      "outputs": output_names(model.config.num_layers)},
             "provenance": provenance,
         }
+        if meta.get("task_examples"):  # a task model: the runtime wraps prompts in its template
+            config["prompt_template"] = "completion"
         _write(tmp / model_folder.CONFIG_FILE, config)
 
         # the gate runs on the float32 graph; a smaller variant is then measured against it

@@ -58,8 +58,11 @@ def check_parity(model, tokenizer, folder, prompts=DEFAULT_PROMPTS, new_tokens: 
     """Compare Keras (full recompute) with the exported `folder`. Returns the figures, or raises ParityError."""
     from edgellm.generator import Generator
 
+    from edgellm.tasks import prompt_ids
+
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
-    encoded = [tokenizer.encode(p) for p in prompts]
+    # a task model's runtime wraps prompts in the task template: the reference must see the same ids
+    encoded = [prompt_ids(tokenizer, p) if runtime.task_template else tokenizer.encode(p) for p in prompts]
     steps = min(new_tokens, model.config.context_length - max(len(ids) for ids in encoded))
     reference = [keras_greedy(model, ids, steps) for ids in encoded]
 

@@ -17,6 +17,8 @@ weight, so no example attends to another one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 
@@ -87,3 +89,33 @@ class ExampleBatches(keras.utils.PyDataset):
         # a random run of neighbours in length order: batches of similar lengths, little padding
         start = int(rng.integers(0, max(1, len(self.encoded) - self.batch_size + 1)))
         return masked_batch(self.encoded[start : start + self.batch_size], self.pad_id)
+
+
+def split_examples(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:
+    """Hold out the last `val_fraction` of the distinct prompts (file order), with all their examples."""
+    prompts = list(dict.fromkeys(e.prompt for e in examples))
+    held = set(prompts[len(prompts) - int(len(prompts) * val_fraction):]) if val_fraction > 0 else set()
+    return [e for e in examples if e.prompt not in held], [e for e in examples if e.prompt in held]
+
+
+@dataclass
+class TaskData:
+    train: list[tuple[list[int], int]]  # encoded training examples
+    val: tuple[np.ndarray, np.ndarray, np.ndarray]  # (inputs, targets, weights) of held-out examples
+    val_chars_per_token: float  # characters per completion token of the held-out examples
+    skipped: int  # examples longer than the context
+
+
+def task_data(examples: list[Example], tokenizer: Tokenizer, context_length: int, val_fraction: float,
+              too_long: str = "skip") -> TaskData:
+    """Encode, split and batch prompt/completion examples for training."""
+    train, val = split_examples(examples, val_fraction)
+    train_ids, skipped = encode_examples(tokenizer, train, context_length, too_long)
+    val_ids, val_skipped = encode_examples(tokenizer, val, context_length, too_long)
+    if not val_ids:
+        raise ValueError(f"No held-out examples: val_fraction={val_fraction} of {len(examples)} examples. "
+                         "Raise --val-fraction or add examples.")
+    x, y, w = masked_batch(val_ids, tokenizer.special_tokens[END_TOKEN])
+    completion_tokens = int(w.sum())
+    chars = sum(len(e.completion) for e in val)
+    return TaskData(train_ids, (x, y, w), chars / completion_tokens, skipped + val_skipped)

@@ -39,6 +39,8 @@ def train(
     xla: bool = True,
     verbose: int = 1,
     command: str | None = None,
+    examples: str | None = None,
+    too_long: str = "skip",
 ) -> dict:
     """Fit a model and write its checkpoint folder to `out`. Returns the final metrics.
 
@@ -64,14 +66,29 @@ def train(
     _check_writable(out_dir)
     keras.utils.set_random_seed(seed)
 
-    texts = read_texts(files)
-    if tokenizer_path:
-        tokenizer = Tokenizer.load(tokenizer_path)
+    if examples:
+        from edgellm.tasks import TASK_SPECIAL_TOKENS, read_examples
+        from edgellm.training.tasks import ExampleBatches, split_examples, task_data
+
+        pairs = read_examples(examples)
+        if tokenizer_path:
+            tokenizer = Tokenizer.load(tokenizer_path)
+        else:
+            train_pairs = split_examples(pairs, val_fraction)[0]
+            tokenizer = Tokenizer.train([e.prompt + e.completion for e in train_pairs], vocab_size,
+                                        TASK_SPECIAL_TOKENS)
+        task = task_data(pairs, tokenizer, context, val_fraction, too_long)
+        _log(verbose, f"{len(task.train):,} train examples, {len(task.val[0]):,} validation examples, "
+                      f"{task.skipped} skipped as longer than the context")
     else:
-        _log(verbose, f"training a {vocab_size}-token tokenizer on {len(files)} file(s)")
-        tokenizer = Tokenizer.train([t[: len(t) - int(len(t) * val_fraction)] for t in texts], vocab_size)
-    corpus = build_corpus(texts, tokenizer, val_fraction)
-    _log(verbose, f"{len(corpus.train_ids):,} train tokens, {len(corpus.val_ids):,} validation tokens")
+        texts = read_texts(files)
+        if tokenizer_path:
+            tokenizer = Tokenizer.load(tokenizer_path)
+        else:
+            _log(verbose, f"training a {vocab_size}-token tokenizer on {len(files)} file(s)")
+            tokenizer = Tokenizer.train([t[: len(t) - int(len(t) * val_fraction)] for t in texts], vocab_size)
+        corpus = build_corpus(texts, tokenizer, val_fraction)
+        _log(verbose, f"{len(corpus.train_ids):,} train tokens, {len(corpus.val_ids):,} validation tokens")
 
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=context, num_layers=layers,
                          num_heads=heads, hidden_size=width, dropout=dropout)
@@ -80,10 +97,15 @@ def train(
 
     eval_interval = min(eval_interval, steps)
     epochs = math.ceil(steps / eval_interval)
-    batches = WindowBatches(corpus.train_ids, context, batch_size, eval_interval, seed)
-    val_x, val_y = validation_windows(corpus.val_ids, context)
-    # characters that the validation targets spell, for loss per character
-    val_chars = len(tokenizer.decode(val_y.reshape(-1).tolist()))
+    if examples:
+        batches = ExampleBatches(task.train, batch_size, eval_interval, seed, tokenizer.eos_token_id)
+        validation = task.val  # (inputs, targets, weights): completion tokens only
+        tokens_per_char = 1 / task.val_chars_per_token
+    else:
+        batches = WindowBatches(corpus.train_ids, context, batch_size, eval_interval, seed)
+        validation = validation_windows(corpus.val_ids, context)
+        # characters that the validation targets spell, for loss per character
+        tokens_per_char = validation[1].size / len(tokenizer.decode(validation[1].reshape(-1).tolist()))
 
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0, decay_steps=max(1, epochs * eval_interval - warmup), alpha=0.1,
@@ -93,7 +115,9 @@ def train(
     # decay matrices only: not embeddings, norms or biases
     optimizer.exclude_from_weight_decay(var_names=["embeddings", "gamma", "beta", "bias"])
     model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  # with loss weights (task examples) the mean is over weighted (completion) tokens
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True, reduction="mean_with_sample_weight" if examples else "sum_over_batch_size"),
                   jit_compile=xla)  # XLA: about 7x faster on CPU under TensorFlow
 
     history: list[dict] = []
@@ -108,11 +132,11 @@ def train(
             val_loss = float(logs["val_loss"])
             history.append({
                 "step": step, "train_loss": float(logs["loss"]), "val_loss": val_loss,
-                "val_loss_per_char": val_loss * val_y.size / val_chars,
+                "val_loss_per_char": val_loss * tokens_per_char,
                 "lr": float(schedule(step - 1)), "seconds": time.perf_counter() - started,
             })
 
-    model.fit(batches, epochs=epochs, validation_data=(val_x, val_y), validation_batch_size=batch_size,
+    model.fit(batches, epochs=epochs, validation_data=validation, validation_batch_size=batch_size,
               callbacks=[Record()], verbose=verbose)
 
     final = history[-1]
@@ -134,7 +158,8 @@ def train(
         "command": command,
         "training": options,
         "metrics": metrics,
-        "data": [str(f) for f in files],
+        "data": [str(f) for f in files] + ([examples] if examples else []),
+        "task_examples": examples,
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend(),
                      "numpy": np.__version__},
     }
@@ -187,7 +212,7 @@ def _log(verbose: int, message: str) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Checkpoint folder to write (weights, tokenizer, history, loss curve).")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True, dir_okay=False),
@@ -206,8 +231,14 @@ def _log(verbose: int, message: str) -> None:
 @click.option("--eval-interval", default=250, help="Steps between validation runs and log rows.")
 @click.option("--val-fraction", default=0.1, help="Last fraction of each file held out for validation.")
 @click.option("--seed", default=1337, help="Seed for weights, batches and dropout.")
+@click.option("--examples", type=click.Path(exists=True, dir_okay=False),
+              help="Train a task model on prompt/completion pairs (JSONL or TSV) instead of FILES.")
+@click.option("--too-long", type=click.Choice(["skip", "error"]), default="skip",
+              help="Examples longer than the context: skip and count them, or stop.")
 @click.option("--xla/--no-xla", default=True, help="Compile the training step with XLA.")
 def command(files, out, tokenizer_path, **options):
+    if bool(files) == bool(options["examples"]):
+        raise click.UsageError("Pass text FILES or --examples FILE (one of the two).")
     """Train a decoder-only Transformer on UTF-8 text FILES.
 
     A byte-level BPE tokenizer is trained on the training part of the files unless --tokenizer

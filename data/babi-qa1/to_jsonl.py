@@ -1,9 +1,10 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py     # writes train.jsonl and test.jsonl beside this file
+    python data/babi-qa1/to_jsonl.py [OUT_DIR]   # writes train.jsonl and test.jsonl (default: here)
 """
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -23,7 +24,8 @@ def examples(path: Path) -> list[dict]:
 
 if __name__ == "__main__":
     here = Path(__file__).parent
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else here
     for split in ("train", "test"):
         rows = examples(here / f"qa1_single-supporting-fact_{split}.txt")
-        (here / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{split}: {len(rows)} questions")

@@ -1,0 +1,70 @@
+"""Task models end to end on real bAbI data: --examples training, export, template, eval."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from edgellm.generator import load
+from edgellm.tasks import COMPLETION_TOKEN, read_examples
+
+
+@pytest.fixture(scope="module")
+def babi(tmp_path_factory):
+    out = tmp_path_factory.mktemp("babi")
+    subprocess.run([sys.executable, REPO / "data" / "babi-qa1" / "to_jsonl.py", out], check=True, capture_output=True)
+    lines = (out / "train.jsonl").read_text().splitlines()
+    (out / "small.jsonl").write_text("\n".join(lines[:400]) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def task_folder(babi, tmp_path_factory):
+    from edgellm.export.onnx_export import export
+    from edgellm.training.train import train
+
+    ckpt = tmp_path_factory.mktemp("runs") / "babi"
+    metrics = train([], str(ckpt), examples=str(babi / "small.jsonl"), vocab_size=300, layers=1, heads=2,
+                    width=32, context=192, batch_size=16, steps=20, warmup=2, eval_interval=10, verbose=0)
+    assert metrics["val_loss"] > 0
+    folder = tmp_path_factory.mktemp("models") / "babi"
+    export(ckpt, folder)
+    return folder
+
+
+def test_task_model_folder_applies_the_template(task_folder):
+    config = json.loads((task_folder / "config.json").read_text())
+    assert config["prompt_template"] == "completion"
+    model = load(task_folder)
+    assert model.task_template and COMPLETION_TOKEN in model.tokenizer.special_tokens
+    prompt = "Mary moved to the bathroom.\nWhere is Mary?"
+    wrapped = model.tokenizer.encode(prompt) + [model.tokenizer.special_tokens[COMPLETION_TOKEN]]
+    by_ids = list(model.token_stream(wrapped, model.settings(temperature=0.0, max_new_tokens=6)))
+    assert model.generate(prompt, temperature=0.0, max_new_tokens=6).token_ids == by_ids
+
+
+def test_eval_qa_through_the_cli(task_folder, babi):
+    result = subprocess.run([sys.executable, "-m", "edgellm", "eval", "--task", "qa", babi / "test.jsonl",
+                             "-m", task_folder, "--max-examples", "12", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["task"] == "qa" and metrics["examples"] == 12 and 0.0 <= metrics["exact_match"] <= 1.0
+    assert metrics["too_long"] == 0  # every bAbI test prompt fits in the context
+
+
+def test_translation_metrics_group_references_of_a_repeated_prompt(task_folder, babi):
+    sacrebleu = pytest.importorskip("sacrebleu")
+    from edgellm.tasks import Example, evaluate
+
+    model = load(task_folder)
+    examples = read_examples(babi / "test.jsonl")[:4]
+    # the same prompt twice, with a second reference: translated once, scored against both
+    examples.append(Example(examples[0].prompt, " kitchen"))
+    metrics = evaluate(model, examples, "translation")
+    hypotheses = [model.generate(e.prompt, temperature=0.0).text.strip() for e in examples[:4]]
+    references = [[e.completion.strip() for e in examples[:4]], ["kitchen", None, None, None]]
+    assert metrics["examples"] == 4
+    assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, references).score)
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, references).score)
