@@ -1,21 +1,33 @@
-"""Checkpoint folder: what training writes and export reads.
+"""Checkpoint folder: what training writes, `--resume` continues and export reads.
 
     CHECKPOINT/
-      checkpoint.json     format_version, architecture (ModelConfig), training options, metrics, data
+      checkpoint.json     format_version, architecture (ModelConfig), resolved training options,
+                          metrics, data, state (step, micro-step, data fingerprint, seconds)
       model.weights.h5    Keras weights
+      train_state.npz     optimizer variables (moments, step counter, accumulators) and the
+                          dropout seed states: what an exact `--resume` needs beyond the weights
       tokenizer.json      the tokenizer the ids came from
-      history.csv         step, train loss, validation loss, learning rate
+      history.csv         step, train loss, validation loss (per token, perplexity, per char), lr,
+                          tokens/s, seconds: one row per evaluation
       loss_curve.png      the loss curve
 
-Each file is written to a temporary name and renamed, so an interrupted write leaves the
-previous checkpoint whole.
+Every file is first written under a temporary name; the renames follow in a burst, with
+checkpoint.json last and Ctrl-C held off meanwhile, so an interrupted save leaves the previous
+checkpoint whole. train_state.npz repeats the micro-step, so a mix of two saves is detected.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import os
+import signal
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from edgellm.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
@@ -23,19 +35,38 @@ from edgellm.tokenizer import Tokenizer
 FORMAT_VERSION = 1
 META_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.weights.h5"
+STATE_FILE = "train_state.npz"
 TOKENIZER_FILE = "tokenizer.json"
+HISTORY_FILE = "history.csv"
+CURVE_FILE = "loss_curve.png"
 
 
-def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict) -> None:
-    """Write weights, tokenizer and metadata into `out_dir`, each file atomically."""
+def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[dict] | None = None) -> None:
+    """Write weights, training state, tokenizer, history, curve and metadata into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_weights = out_dir / "model.tmp.weights.h5"  # Keras wants the .weights.h5 suffix
-    model.save_weights(tmp_weights)
-    os.replace(tmp_weights, out_dir / WEIGHTS_FILE)
-    tokenizer.save(out_dir / TOKENIZER_FILE)
-    doc = {"format_version": FORMAT_VERSION, "architecture": model.config.to_dict(), **meta}
-    write_json(out_dir / META_FILE, doc)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def stage(name: str) -> Path:
+        tmp = out_dir / f".tmp.{name}"  # keeps the suffix: Keras wants .weights.h5
+        staged.append((tmp, out_dir / name))
+        return tmp
+
+    try:
+        model.save_weights(stage(WEIGHTS_FILE))
+        micro_step = int(meta.get("state", {}).get("micro_step", 0))
+        _save_train_state(stage(STATE_FILE), model, micro_step)
+        tokenizer.save(stage(TOKENIZER_FILE))
+        if history:
+            _write_history(stage(HISTORY_FILE), stage(CURVE_FILE), history)
+        doc = {"format_version": FORMAT_VERSION, "architecture": model.config.to_dict(), **meta}
+        stage(META_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with _interrupts_held():
+            for tmp, final in staged:
+                os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def load_meta(ckpt_dir: Path) -> dict:
@@ -56,7 +87,12 @@ def load_meta(ckpt_dir: Path) -> dict:
 
 
 def load_model(ckpt_dir: Path):
-    """Build the Keras model from checkpoint.json and load its weights."""
+    """Build the Keras model from checkpoint.json and load its weights.
+
+    Example:
+        >>> model, tokenizer, meta = load_model("runs/shakespeare")
+        >>> meta["metrics"]["val_loss_per_char"]
+    """
     from edgellm.training.model import GPT
 
     meta = load_meta(ckpt_dir)
@@ -65,7 +101,91 @@ def load_model(ckpt_dir: Path):
     return model, Tokenizer.load(Path(ckpt_dir) / TOKENIZER_FILE), meta
 
 
-def write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def restore_train_state(ckpt_dir: Path, model) -> int:
+    """Load weights, optimizer variables and seed states into a compiled `model` whose optimizer
+    is built. Returns the micro-step the checkpoint was saved at."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = load_meta(ckpt_dir)
+    if not (ckpt_dir / STATE_FILE).is_file():
+        raise ValueError(f"Checkpoint {ckpt_dir} has no {STATE_FILE}, so it cannot be resumed "
+                         "exactly. Train a new run in another --out.")
+    model.load_weights(ckpt_dir / WEIGHTS_FILE)
+    with np.load(ckpt_dir / STATE_FILE) as state:
+        micro_step = int(state["micro_step"])
+        if micro_step != meta["state"]["micro_step"]:
+            raise ValueError(f"Checkpoint {ckpt_dir} is inconsistent: {STATE_FILE} is from micro-step "
+                             f"{micro_step} but {META_FILE} from {meta['state']['micro_step']}. Its save "
+                             "was cut short; train a new run in another --out.")
+        for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
+            n = int(state[f"{group}_count"])
+            if n != len(variables):
+                raise ValueError(f"Checkpoint {ckpt_dir} holds {n} {group} variables but this run has "
+                                 f"{len(variables)}. Resume with the options it was trained with "
+                                 "(--precision, --grad-accum, --dropout).")
+            for i, variable in enumerate(variables):
+                variable.assign(state[f"{group}/{i}"])
+    return micro_step
+
+
+def _seed_states(model) -> list:
+    """The dropout layers' seed-generator states: variables that save_weights leaves out."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _save_train_state(path: Path, model, micro_step: int) -> None:
+    arrays = {"micro_step": np.array(micro_step)}
+    for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
+        arrays[f"{group}_count"] = np.array(len(variables))
+        for i, variable in enumerate(variables):
+            arrays[f"{group}/{i}"] = np.asarray(variable)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def read_history(ckpt_dir: Path) -> list[dict]:
+    path = Path(ckpt_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if k != "step" else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _write_history(csv_path: Path, png_path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["train_loss"] for h in history], "o-", label="train (interval mean)")
+    ax.plot(steps, [h["val_loss"] for h in history], "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100, format="png")
+    plt.close(fig)
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Delay Ctrl-C (SIGINT) until the block is done, then deliver it to the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)

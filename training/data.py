@@ -1,14 +1,25 @@
-"""Text files -> cleaned text -> token ids -> train/validation splits -> batches of windows.
+"""Text files -> cleaned text -> token ids on disk -> train/validation splits -> batches of windows.
 
 Needs only numpy and keras (no TensorFlow), so training also runs under the JAX backend.
 
-Validation is the last `val_fraction` of the characters of each file (nanoGPT's convention for
-tinyshakespeare), so validation loss per character compares with character-level models.
+- Cleaning: newlines normalised to \\n, control characters other than tab and newline dropped.
+- Split: the last `val_fraction` of the characters of each file is validation (nanoGPT's convention
+  for tinyshakespeare), so validation loss per character compares with character-level models.
+- Storage: ids are written once to `CACHE/tokens/FINGERPRINT/{train,val}.bin` (uint16, or uint32
+  for vocabularies over 65536) and read back as memory maps; the fingerprint hashes
+  tokenizer.json, the cleaned text of each file and the split, so any change tokenizes again.
+- Batches: random windows of context + 1 tokens; batch i is a pure function of (seed, i), so a
+  resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +28,7 @@ import numpy as np
 
 from edgellm.tokenizer import Tokenizer
 
+CACHE_VERSION = "edgellm-tokens-1"  # bump when cleaning or the file layout changes
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -27,6 +39,8 @@ def clean_text(text: str) -> str:
 
 def read_texts(paths: list[str | Path]) -> list[str]:
     """Read UTF-8 text files, cleaned, with a clear error for a file that cannot be used."""
+    if not paths:
+        raise ValueError("No training files. Received: []. Pass one or more UTF-8 text files.")
     texts = []
     for path in paths:
         path = Path(path)
@@ -39,65 +53,164 @@ def read_texts(paths: list[str | Path]) -> list[str]:
         except UnicodeDecodeError as error:
             raise ValueError(f"Training file {path} is not UTF-8 (byte offset {error.start}). "
                              "Convert it to UTF-8 first.") from None
+    if not any(texts):
+        raise ValueError(f"The training files hold no text after cleaning. Received: "
+                         f"{[str(p) for p in paths]}. Pass files with text in them.")
     return texts
 
 
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    cut = len(text) - int(len(text) * val_fraction)
+    return text[:cut], text[cut:]
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("EDGELLM_CACHE"):
+        return Path(os.environ["EDGELLM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgellm"
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part.encode("utf-8", "surrogatepass")).digest())
+    return h.hexdigest()
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, val_fraction: float,
+                    cache_dir: Path | None) -> Tokenizer:
+    """Byte-level BPE learned on the training part of `texts`, cached by (texts, vocab_size)."""
+    key = _digest(CACHE_VERSION, "tokenizer", str(vocab_size), str(val_fraction), *texts)[:32]
+    path = None if cache_dir is None else Path(cache_dir) / "tokenizers" / f"{key}.json"
+    if path is not None and path.is_file():
+        return Tokenizer.load(path)
+    tokenizer = Tokenizer.train([split_text(t, val_fraction)[0] for t in texts], vocab_size)
+    if path is not None and _writable(path.parent):
+        tokenizer.save(path)
+    return tokenizer
+
+
 @dataclass
-class Corpus:
-    train_ids: np.ndarray  # (n_train,) uint32
-    val_ids: np.ndarray  # (n_val,) uint32
+class TokenIds:
+    train: np.ndarray  # (n_train,) uint16 or uint32, a memory map when cached
+    val: np.ndarray  # (n_val,)
+    fingerprint: str
 
 
-def build_corpus(texts: list[str], tokenizer: Tokenizer, val_fraction: float = 0.1) -> Corpus:
-    """Tokenize each text, keeping its last `val_fraction` of characters for validation.
+def tokenize(texts: list[str], tokenizer: Tokenizer, val_fraction: float = 0.1,
+             cache_dir: Path | None = None) -> TokenIds:
+    """Tokenize each text once, keeping its last `val_fraction` of characters for validation.
 
     Texts are joined with the end-of-text token, so a window never silently runs across two files.
+    With `cache_dir`, ids are stored there and later calls with the same tokenizer, texts and
+    split map the stored files instead of tokenizing again.
+
+    Example:
+        >>> ids = tokenize(["To be, or not to be"], Tokenizer.train(["to be"], 260), 0.25)
+        >>> ids.train.dtype, len(ids.val) > 0
+        (dtype('uint16'), True)
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1). Received: val_fraction={val_fraction}")
+    tokenizer_doc = json.dumps(tokenizer.to_json(), sort_keys=True, ensure_ascii=False)
+    fingerprint = _digest(CACHE_VERSION, tokenizer_doc, repr(val_fraction), *texts)
+    folder = None if cache_dir is None else Path(cache_dir) / "tokens" / fingerprint[:32]
+    if folder is not None and (folder / "meta.json").is_file():
+        return _open(folder, fingerprint)
+
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     sep = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     train, val = [], []
     for text in texts:
-        cut = len(text) - int(len(text) * val_fraction)
-        train.extend(tokenizer.encode(text[:cut]) + sep)
-        if cut < len(text):
-            val.extend(tokenizer.encode(text[cut:]) + sep)
-    return Corpus(np.array(train, np.uint32), np.array(val, np.uint32))
+        head, tail = split_text(text, val_fraction)
+        train.append(np.array(tokenizer.encode(head) + sep, dtype))
+        if tail:
+            val.append(np.array(tokenizer.encode(tail) + sep, dtype))
+    ids = TokenIds(np.concatenate(train), np.concatenate(val) if val else np.zeros(0, dtype), fingerprint)
+    if folder is not None and _writable(folder.parent):
+        _store(folder, ids)
+        return _open(folder, fingerprint)
+    return ids
+
+
+def _store(folder: Path, ids: TokenIds) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        ids.train.tofile(tmp / "train.bin")
+        ids.val.tofile(tmp / "val.bin")
+        meta = {"format": CACHE_VERSION, "dtype": ids.train.dtype.name, "fingerprint": ids.fingerprint,
+                "train_tokens": len(ids.train), "val_tokens": len(ids.val)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, folder)  # atomic; fails if another run stored the same ids first
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open(folder: Path, fingerprint: str) -> TokenIds:
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["fingerprint"] == fingerprint, f"cache folder {folder} holds other ids"
+
+    def load(name, n):
+        if n == 0:
+            return np.zeros(0, meta["dtype"])
+        return np.memmap(folder / name, dtype=meta["dtype"], mode="r", shape=(n,))
+
+    return TokenIds(load("train.bin", meta["train_tokens"]), load("val.bin", meta["val_tokens"]), fingerprint)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 class WindowBatches(keras.utils.PyDataset):
-    """Batches of random (input, target) windows; each batch depends only on (seed, global step).
+    """`length` batches of random (input, target) windows, starting at global batch `start`.
 
-    Because each batch is a pure function of its step, a resumed run sees the same batches.
+    Batch i is drawn from (seed, start + i) only, so batches do not depend on how a run was split
+    into calls to `fit`, nor on interruptions.
     """
 
-    def __init__(self, ids: np.ndarray, context_length: int, batch_size: int, steps: int, seed: int,
-                 **kwargs):
-        """`steps` is the number of batches per epoch; `epoch` offsets the batch index."""
+    def __init__(self, ids: np.ndarray, context_length: int, batch_size: int, seed: int,
+                 start: int = 0, length: int = 1, **kwargs):
         super().__init__(**kwargs)
         needed = context_length + 1
         if len(ids) < needed:
-            raise ValueError(f"The training text is too short: {len(ids)} tokens, but one window "
-                             f"needs context_length + 1 = {needed}. Add text or lower --context.")
+            raise ValueError(f"The training text is too short: {len(ids)} tokens, but one batch "
+                             f"needs at least context + 1 = {needed} tokens (it draws {batch_size} "
+                             "random windows of that size). Add text or lower --context.")
         self.ids, self.context_length, self.batch_size = ids, context_length, batch_size
-        self.steps, self.seed, self.epoch = steps, seed, 0
+        self.seed, self.start, self.length = seed, start, length
 
     def __len__(self):
-        return self.steps
+        return self.length
 
     def __getitem__(self, index):
-        rng = np.random.default_rng((self.seed, self.epoch * self.steps + index))
+        rng = np.random.default_rng((self.seed, self.start + index))
         starts = rng.integers(0, len(self.ids) - self.context_length, size=self.batch_size)
         windows = np.stack([self.ids[s : s + self.context_length + 1] for s in starts]).astype(np.int32)
         return windows[:, :-1], windows[:, 1:]  # (batch, context) each
 
 
-def validation_windows(ids: np.ndarray, context_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows that together predict every validation token after the first."""
+def validation_windows(ids: np.ndarray, context_length: int,
+                       max_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping windows that together predict every validation token after the first.
+
+    With `max_tokens`, only about that many target tokens are kept, in windows spread evenly over
+    the whole split (so every file's validation part is represented).
+    """
     n = (len(ids) - 1) // context_length
-    if n == 0:
+    if n <= 0:
         raise ValueError(f"The validation text is too short: {len(ids)} tokens, but one window "
                          f"needs {context_length + 1}. Add text, raise --val-fraction or lower --context.")
-    x = np.stack([ids[i * context_length : (i + 1) * context_length] for i in range(n)])
-    y = np.stack([ids[i * context_length + 1 : (i + 1) * context_length + 1] for i in range(n)])
+    chosen = np.arange(n)
+    if max_tokens:
+        chosen = np.unique(np.linspace(0, n - 1, max(1, min(n, max_tokens // context_length))).round())
+    starts = chosen.astype(np.int64) * context_length
+    x = np.stack([ids[s : s + context_length] for s in starts])  # (windows, context)
+    y = np.stack([ids[s + 1 : s + context_length + 1] for s in starts])
     return x.astype(np.int32), y.astype(np.int32)

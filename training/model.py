@@ -1,7 +1,9 @@
 """The decoder-only Transformer, in Keras 3 with keras.ops only (TensorFlow, JAX or PyTorch backend).
 
 Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Learned position embeddings,
-optionally tied input/output embeddings. One forward pass serves training (no cache) and the
+optionally tied input/output embeddings. Under mixed precision (a "mixed_bfloat16" or
+"mixed_float16" dtype policy when the model is built) weights stay float32; attention softmax and
+logits are computed in float32. One forward pass serves training (no cache) and the
 exported decoder (past keys/values in, present keys/values out).
 
 Example:
@@ -50,7 +52,11 @@ class CausalSelfAttention(layers.Layer):
             k = ops.concatenate([past_key, k], axis=2)  # (batch, heads, past + seq, head_dim)
             v = ops.concatenate([past_value, v], axis=2)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.head_dim)
-        weights = ops.softmax(scores + bias, axis=-1)  # (batch, heads, seq, past + seq)
+        # softmax in float32 also under mixed precision (no-op casts in float32); Keras has cast
+        # `bias`, like every float input of a layer call, to the compute dtype
+        scores = ops.cast(scores, "float32") + ops.cast(bias, "float32")
+        weights = ops.softmax(scores, axis=-1)  # (batch, heads, seq, past + seq)
+        weights = ops.cast(weights, self.compute_dtype)
         y = ops.matmul(self.attn_dropout(weights, training=training), v)  # (batch, heads, seq, head_dim)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
         return self.proj(y), k, v
@@ -98,6 +104,11 @@ class GPT(keras.Model):
 
     def call(self, input_ids, training=None):
         seq = ops.shape(input_ids)[1]
+        if isinstance(seq, int) and seq > self.config.context_length:
+            # an out-of-range position silently reads a clamped row under JAX, so say it here
+            raise ValueError(f"The input has {seq} tokens but the position table holds "
+                             f"context_length={self.config.context_length}. Received: input of shape "
+                             f"{tuple(ops.shape(input_ids))}. Pass at most {self.config.context_length} tokens.")
         position_ids = ops.expand_dims(ops.arange(seq, dtype="int32"), 0)  # (1, seq)
         logits, _ = self._forward(input_ids, position_ids, None, None, training)
         return logits
@@ -127,8 +138,7 @@ class GPT(keras.Model):
         allowed = allowed[None, None, :, :]  # (1, 1, seq, total)
         if attention_mask is not None:
             allowed = ops.logical_and(allowed, ops.cast(attention_mask, "bool")[:, None, None, :])
-        bias = ops.where(allowed, 0.0, NEG_INF)
-        bias = ops.cast(bias, self.compute_dtype)
+        bias = ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
 
         x = self.wte(input_ids) + self.wpe(position_ids)  # (batch, seq, hidden)
         x = self.drop(x, training=training)

@@ -1,48 +1,46 @@
 """Train the edgellm Transformer on text files: `python training/train.py` or `edgellm train`.
 
     edgellm train data/tinyshakespeare/input.txt --out runs/shakespeare --steps 2000
+    edgellm train --out runs/shakespeare --resume --steps 4000     # continue, exactly
 
-Writes a checkpoint folder (see checkpoint.py) with the weights, the tokenizer, the training
-record, history.csv and loss_curve.png. Keras and a backend (TensorFlow by default) are needed:
-`pip install 'edgellm[train]'`.
+The run is a series of Keras `fit` calls, one per evaluation interval: each trains
+`--eval-interval` steps on batches that depend only on (seed, position), validates, and saves the
+checkpoint folder (see checkpoint.py). Ctrl-C finishes the current step, validates and saves;
+`--time-budget` does the same when the time is up; a NaN loss stops with the last good checkpoint
+kept. Keras and a backend (TensorFlow by default, or JAX) are needed: `pip install 'edgellm[train]'`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
 
+from edgellm.training import options as options_lib
 
-def train(
-    files: list[str],
-    out: str,
-    tokenizer_path: str | None = None,
-    vocab_size: int = 2048,
-    layers: int = 4,
-    heads: int = 4,
-    width: int = 256,
-    context: int = 128,
-    dropout: float = 0.0,
-    batch_size: int = 32,
-    steps: int = 1000,
-    lr: float = 1e-3,
-    warmup: int = 100,
-    weight_decay: float = 0.1,
-    eval_interval: int = 250,
-    val_fraction: float = 0.1,
-    seed: int = 1337,
-    xla: bool = True,
-    verbose: int = 1,
-    command: str | None = None,
-    examples: str | None = None,
-    too_long: str = "skip",
-) -> dict:
+
+def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
+          force: bool = False, verbose: int = 1, callbacks: list | None = None,
+          command: str | None = None, **options) -> dict:
     """Fit a model and write its checkpoint folder to `out`. Returns the final metrics.
+
+    Args:
+        files: UTF-8 text files (on `resume`, default: the checkpoint's).
+        out: checkpoint folder. It must not hold a checkpoint unless `resume` or `force`.
+        resume: continue the checkpoint in `out` exactly where it stopped.
+        force: replace a checkpoint in `out` with a new run.
+        verbose: 0 silent, 1 progress bar, 2 one line per evaluation.
+        callbacks: extra Keras callbacks for each `fit` call.
+        command: the command line, recorded in checkpoint.json.
+        **options: any TrainOptions field (options.py), e.g. steps=1000, lr=1e-3.
 
     Example:
         >>> metrics = train(["data/tinyshakespeare/input.txt"], "runs/tiny", steps=20, layers=1,
@@ -51,148 +49,176 @@ def train(
         True
     """
     import keras
-    import numpy as np
 
     from edgellm.config import ModelConfig
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import checkpoint
-    from edgellm.training.data import WindowBatches, build_corpus, read_texts, validation_windows
-    from edgellm.training.model import GPT
+    from edgellm.training import checkpoint, data, distribute, optim
+    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_interval", eval_interval)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1. Received: {name}={value}")
     out_dir = Path(out)
+    previous = _previous_run(out_dir, resume, force)
+    opts = options_lib.resolve(options, previous and previous["training"])
+    files = [str(f) for f in files] if files else (previous or {}).get("data", [])
     _check_writable(out_dir)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(opts.seed)
 
-    if examples:
-        from edgellm.tasks import TASK_SPECIAL_TOKENS, read_examples
-        from edgellm.training.tasks import ExampleBatches, split_examples, task_data
-
-        pairs = read_examples(examples)
-        if tokenizer_path:
-            tokenizer = Tokenizer.load(tokenizer_path)
-        else:
-            train_pairs = split_examples(pairs, val_fraction)[0]
-            tokenizer = Tokenizer.train([e.prompt + e.completion for e in train_pairs], vocab_size,
-                                        TASK_SPECIAL_TOKENS)
-        task = task_data(pairs, tokenizer, context, val_fraction, too_long)
-        _log(verbose, f"{len(task.train):,} train examples, {len(task.val[0]):,} validation examples, "
-                      f"{task.skipped} skipped as longer than the context")
+    texts = data.read_texts(files)
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
+    if previous:
+        tokenizer = Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE)
+    elif opts.tokenizer:
+        tokenizer = Tokenizer.load(opts.tokenizer)
     else:
-        texts = read_texts(files)
-        if tokenizer_path:
-            tokenizer = Tokenizer.load(tokenizer_path)
-        else:
-            _log(verbose, f"training a {vocab_size}-token tokenizer on {len(files)} file(s)")
-            tokenizer = Tokenizer.train([t[: len(t) - int(len(t) * val_fraction)] for t in texts], vocab_size)
-        corpus = build_corpus(texts, tokenizer, val_fraction)
-        _log(verbose, f"{len(corpus.train_ids):,} train tokens, {len(corpus.val_ids):,} validation tokens")
+        _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
+        tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
+    ids = data.tokenize(texts, tokenizer, opts.val_fraction, cache_dir)
+    if previous and previous["state"]["data_fingerprint"] != ids.fingerprint:
+        raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. "
+                         f"Received: {files}. Resume with the same files, or start a new --out.")
+    _log(verbose, f"data: {len(ids.train):,} train tokens, {len(ids.val):,} validation tokens")
+    data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed)  # checks the length
+    val_x, val_y = data.validation_windows(ids.val, opts.context, opts.eval_tokens)
+    val_tokens_per_char = val_y.size / max(1, len(tokenizer.decode(val_y.reshape(-1).tolist())))
 
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=context, num_layers=layers,
-                         num_heads=heads, hidden_size=width, dropout=dropout)
-    model = GPT(config).build_weights()
-    _log(verbose, f"model: {model.count_params():,} parameters")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
+                         num_layers=opts.layers, num_heads=opts.heads, hidden_size=opts.width,
+                         dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings)
+    history = checkpoint.read_history(out_dir) if previous else []
+    state = (previous or {}).get("state", {})
+    with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
+        model = _build_model(config, opts.precision)
+        schedule = optim.make_schedule(opts)
+        optimizer = optim.make_optimizer(model, schedule, opts)
+        xla = opts.xla and distribute.xla_works(opts.distribute)
+        model.compile(optimizer=optimizer, jit_compile=xla,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.optimizer.build(model.trainable_variables)
+        position = checkpoint.restore_train_state(out_dir, model) if previous else 0
+        _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
+                      f"{opts.precision}, XLA {'on' if xla else 'off'}"
+                      + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
+        started = time.perf_counter()  # the time budget counts from the first step's compilation on
+        control = RunControl(opts.batch_size * opts.context, opts.grad_accum, opts.time_budget, started)
+        recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
+        fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
+                         *_tensorboard(out_dir, opts.tensorboard, verbose), *(callbacks or [])]
 
-    eval_interval = min(eval_interval, steps)
-    epochs = math.ceil(steps / eval_interval)
-    if examples:
-        batches = ExampleBatches(task.train, batch_size, eval_interval, seed, tokenizer.eos_token_id)
-        validation = task.val  # (inputs, targets, weights): completion tokens only
-        tokens_per_char = 1 / task.val_chars_per_token
-    else:
-        batches = WindowBatches(corpus.train_ids, context, batch_size, eval_interval, seed)
-        validation = validation_windows(corpus.val_ids, context)
-        # characters that the validation targets spell, for loss per character
-        tokens_per_char = validation[1].size / len(tokenizer.decode(validation[1].reshape(-1).tolist()))
+        def save():
+            meta = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)
+            checkpoint.save(out_dir, model, tokenizer, meta, history)
 
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=max(1, epochs * eval_interval - warmup), alpha=0.1,
-        warmup_target=lr, warmup_steps=warmup)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay,
-                                       beta_1=0.9, beta_2=0.95, global_clipnorm=1.0)
-    # decay matrices only: not embeddings, norms or biases
-    optimizer.exclude_from_weight_decay(var_names=["embeddings", "gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer,
-                  # with loss weights (task examples) the mean is over weighted (completion) tokens
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True, reduction="mean_with_sample_weight" if examples else "sum_over_batch_size"),
-                  jit_compile=xla)  # XLA: about 7x faster on CPU under TensorFlow
-
-    history: list[dict] = []
-    started = time.perf_counter()
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            batches.epoch = epoch
-
-        def on_epoch_end(self, epoch, logs=None):
-            step = (epoch + 1) * eval_interval
-            val_loss = float(logs["val_loss"])
-            history.append({
-                "step": step, "train_loss": float(logs["loss"]), "val_loss": val_loss,
-                "val_loss_per_char": val_loss * tokens_per_char,
-                "lr": float(schedule(step - 1)), "seconds": time.perf_counter() - started,
-            })
-
-    model.fit(batches, epochs=epochs, validation_data=validation, validation_batch_size=batch_size,
-              callbacks=[Record()], verbose=verbose)
-
-    final = history[-1]
-    metrics = {
-        "steps": final["step"],
-        "tokens_seen": final["step"] * batch_size * context,
-        "train_loss": final["train_loss"],
-        "val_loss": final["val_loss"],
-        "val_perplexity": math.exp(final["val_loss"]),
-        "val_loss_per_char": final["val_loss_per_char"],
-        "train_seconds": final["seconds"],
-        "parameters": int(model.count_params()),
-    }
-    options = dict(vocab_size=tokenizer.vocab_size, context=context, layers=layers, heads=heads,
-                   width=width, dropout=dropout, batch_size=batch_size, steps=steps, lr=lr,
-                   warmup=warmup, weight_decay=weight_decay, eval_interval=eval_interval,
-                   val_fraction=val_fraction, seed=seed, xla=xla)
-    meta = {
-        "command": command,
-        "training": options,
-        "metrics": metrics,
-        "data": [str(f) for f in files] + ([examples] if examples else []),
-        "task_examples": examples,
-        "versions": {"keras": keras.__version__, "backend": keras.backend.backend(),
-                     "numpy": np.__version__},
-    }
-    checkpoint.save(out_dir, model, tokenizer, meta)
-    _write_history(out_dir, history)
-    _log(verbose, f"val loss {metrics['val_loss']:.4f} ({metrics['val_loss_per_char']:.4f} per char), "
-                  f"checkpoint in {out_dir}")
+        total = opts.steps * opts.grad_accum  # micro-batches
+        interval = opts.eval_interval * opts.grad_accum
+        if position >= total:
+            raise ValueError(f"Nothing to train: the checkpoint in {out_dir} is already at step "
+                             f"{position // opts.grad_accum}. Received: steps={opts.steps}. "
+                             "Raise --steps to go on.")
+        try:
+            with _stop_on_ctrl_c(control, verbose):
+                while position < total and not (control.expired or control.interrupted):
+                    end = min(total, (position // interval + 1) * interval)
+                    control.begin(position)
+                    batches = data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed,
+                                                 start=position, length=end - position)
+                    model.fit(batches, epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              validation_data=(val_x, val_y), validation_batch_size=opts.batch_size,
+                              shuffle=False,  # batch i must be batch i, or resuming is not exact
+                              callbacks=fit_callbacks, verbose=verbose)
+                    position = control.position
+                    save()
+        except LossNotFinite as error:
+            kept = (f"the last good checkpoint (step {history[-1]['step']}) is kept in {out_dir}"
+                    if history else "no checkpoint was written yet")
+            raise LossNotFinite(f"Training stopped: {error}; {kept}. Lower --lr or --clip-norm, raise "
+                                "--warmup, or use --precision float32, then continue with --resume.") from None
+    if control.interrupted:
+        _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. "
+                f"Continue with: edgellm train --out {out_dir} --resume")
+        raise KeyboardInterrupt
+    metrics = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)["metrics"]
+    _log(verbose, f"step {metrics['steps']}: val loss {metrics['val_loss']:.4f} "
+                  f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}")
     return metrics
 
 
-def _write_history(out_dir: Path, history: list[dict]) -> None:
-    import csv
+def _build_model(config, precision: str):
+    import keras
 
-    import matplotlib
+    from edgellm.training.model import GPT
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:  # layers keep the policy they were built with; later models (export) stay float32
+        return GPT(config).build_weights()
+    finally:
+        keras.config.set_dtype_policy(before)
 
-    with open(out_dir / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_loss"] for h in history], "o-", label="train")
-    ax.plot(steps, [h["val_loss"] for h in history], "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss_curve.png", dpi=100)
-    plt.close(fig)
+
+def _meta(opts, files, command, history, model, fingerprint, control, keras) -> dict:
+    import numpy as np
+
+    last = history[-1] if history else {}
+    return {
+        "command": command,
+        "training": opts.to_dict(),
+        "metrics": {
+            "steps": last.get("step"), "tokens_seen": control.position * opts.batch_size * opts.context,
+            "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
+            "val_perplexity": last.get("val_perplexity"), "val_loss_per_char": last.get("val_loss_per_char"),
+            "tokens_per_sec": last.get("tokens_per_sec"), "train_seconds": last.get("seconds"),
+            "parameters": int(model.count_params()),
+        },
+        "data": files,
+        "state": {"step": control.step, "micro_step": control.position, "data_fingerprint": fingerprint,
+                  "seconds": last.get("seconds", 0.0), "finished": control.step >= opts.steps},
+        "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__},
+    }
+
+
+def _previous_run(out_dir: Path, resume: bool, force: bool) -> dict | None:
+    from edgellm.training import checkpoint
+
+    if resume:
+        return checkpoint.load_meta(out_dir)
+    if (out_dir / checkpoint.META_FILE).is_file() and not force:
+        raise ValueError(f"Output folder {out_dir} already holds a checkpoint. Pass --resume to "
+                         "continue it, --force to replace it, or choose another --out.")
+    return None
+
+
+def _tensorboard(out_dir: Path, enabled: bool, verbose: int) -> list:
+    import keras
+
+    if not enabled:
+        return []
+    try:  # the callback writes with tf.summary, which needs both
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        _log(verbose, "TensorBoard logs need tensorflow and tensorboard; skipping them")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False)]
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(control, verbose: int):
+    """First Ctrl-C: finish the step, validate, save, then raise KeyboardInterrupt. Second: quit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if control.interrupted:
+            raise KeyboardInterrupt
+        control.interrupted = True
+        _log(1, "\nCtrl-C: stopping after this step to save a checkpoint (Ctrl-C again to quit now)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _check_writable(out_dir: Path) -> None:
@@ -211,45 +237,66 @@ def _log(verbose: int, message: str) -> None:
         click.echo(message, err=True)
 
 
+def _with_training_options(fn):
+    """One click option per TrainOptions field, with the field's help, type and default."""
+    for f in reversed(dataclasses.fields(options_lib.TrainOptions)):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        kind = click.Choice(meta["choices"]) if meta["choices"] else (meta["type"] or type(f.default))
+        decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(f.default, bool) else [flag]
+        fn = click.option(*decls, f.name, type=kind, default=f.default, help=meta["help"],
+                          show_default=f.default is not None)(fn)
+    return fn
+
+
+def _read_config(ctx, param, value):
+    if value:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **options_lib.read_config_file(value)}
+        except ValueError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
-              help="Checkpoint folder to write (weights, tokenizer, history, loss curve).")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True, dir_okay=False),
-              help="Reuse this tokenizer.json instead of training one.")
-@click.option("--vocab-size", default=2048, help="Vocabulary size of the tokenizer to train.")
-@click.option("--layers", default=4, help="Transformer blocks.")
-@click.option("--heads", default=4, help="Attention heads per block.")
-@click.option("--width", default=256, help="Hidden size (must divide by --heads).")
-@click.option("--context", default=128, help="Context length in tokens.")
-@click.option("--dropout", default=0.0, help="Dropout rate.")
-@click.option("--batch-size", default=32, help="Windows per step.")
-@click.option("--steps", default=1000, help="Optimizer steps.")
-@click.option("--lr", default=1e-3, help="Peak learning rate (AdamW, warmup then cosine to 10%).")
-@click.option("--warmup", default=100, help="Linear warmup steps.")
-@click.option("--weight-decay", default=0.1, help="AdamW weight decay on matrices.")
-@click.option("--eval-interval", default=250, help="Steps between validation runs and log rows.")
-@click.option("--val-fraction", default=0.1, help="Last fraction of each file held out for validation.")
-@click.option("--seed", default=1337, help="Seed for weights, batches and dropout.")
-@click.option("--examples", type=click.Path(exists=True, dir_okay=False),
-              help="Train a task model on prompt/completion pairs (JSONL or TSV) instead of FILES.")
-@click.option("--too-long", type=click.Choice(["skip", "error"]), default="skip",
-              help="Examples longer than the context: skip and count them, or stop.")
-@click.option("--xla/--no-xla", default=True, help="Compile the training step with XLA.")
-def command(files, out, tokenizer_path, **options):
-    if bool(files) == bool(options["examples"]):
-        raise click.UsageError("Pass text FILES or --examples FILE (one of the two).")
+              help="Checkpoint folder to write (weights, optimizer state, tokenizer, history, loss curve).")
+@click.option("--config", "-c", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+              expose_value=False, callback=_read_config,
+              help="JSON or TOML file of options (keys as the flags, e.g. batch_size = 64); flags override it.")
+@click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly where it stopped; "
+              "its options are the defaults (shape and data options cannot change).")
+@click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
+@click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1,
+              help="0: quiet, 1: progress bar, 2: one line per evaluation.")
+@_with_training_options
+@click.pass_context
+def command(ctx, files, out, resume, force, verbose, **values):
     """Train a decoder-only Transformer on UTF-8 text FILES.
 
-    A byte-level BPE tokenizer is trained on the training part of the files unless --tokenizer
-    is given. The last --val-fraction of each file is held out; validation loss is reported per
-    token and per character.
+    A byte-level BPE tokenizer is learned from the training part of the files unless --tokenizer
+    is given; token ids are cached on disk. The last --val-fraction of each file is held out;
+    validation loss is reported per token, as perplexity and per character. Every
+    --eval-interval steps the checkpoint in --out is saved (weights, optimizer state, resolved
+    options). Ctrl-C saves before exiting; --resume continues. Progress goes to stderr; the
+    checkpoint folder is printed on stdout.
     """
+    from click.core import ParameterSource
+
+    from edgellm.training.callbacks import LossNotFinite
+
+    if not files and not resume:
+        raise click.UsageError("Missing argument 'FILES...': pass text files to train on, or --resume.")
+    given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+    command_line = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
-        command_line = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-        train(list(files), out, tokenizer_path=tokenizer_path, command=command_line, **options)
-    except ValueError as error:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
+            train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
+    except (ValueError, LossNotFinite) as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        ctx.exit(130)
+    click.echo(out)
 
 
 if __name__ == "__main__":

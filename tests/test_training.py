@@ -1,0 +1,300 @@
+"""Training on real text: options, data cache, optimizer, exact resume, stops, backends, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from edgellm.config import ModelConfig
+from edgellm.tokenizer import Tokenizer
+from edgellm.training import checkpoint, data, optim
+from edgellm.training.callbacks import LossNotFinite
+from edgellm.training.model import GPT
+from edgellm.training.options import read_config_file, resolve
+from edgellm.training.train import train
+
+SMALL = dict(vocab_size=300, layers=1, heads=2, width=32, context=32, batch_size=8, warmup=2, lr=3e-3,
+             seed=3, verbose=0, tensorboard=False)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+# ---- options, schedule, optimizer --------------------------------------------------------------
+
+def test_options_resolve_check_and_read_config_files(tmp_path):
+    assert resolve({"steps": 5}).steps == 5 and resolve({}).lr == 1e-3
+    assert resolve({"batch_size": 4}, resumed={"batch_size": 4, "steps": 9}).steps == 9
+    for bad, match in [({"stepz": 1}, "Unknown training option"), ({"lr": -1.0}, "lr must be positive"),
+                       ({"width": 30, "heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
+                       ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"steps": 1.5}, "steps must be int")]:
+        with pytest.raises(ValueError, match=match):
+            resolve(bad)
+    with pytest.raises(ValueError, match="--context cannot change when resuming"):
+        resolve({"context": 64}, resumed={"context": 32})
+    (tmp_path / "run.toml").write_text('batch-size = 12\nlr = 0.002\nxla = false\n')
+    assert read_config_file(tmp_path / "run.toml") == {"batch_size": 12, "lr": 0.002, "xla": False}
+    (tmp_path / "run.json").write_text('{"steps": 7, "colour": "red"}')
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['colour'\]"):
+        read_config_file(tmp_path / "run.json")
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_in_optimizer_steps():
+    s = optim.WarmupCosine(peak=1.0, warmup=4, total=20, min_ratio=0.1)
+    lrs = [float(s(i)) for i in range(22)]
+    assert np.allclose(lrs[:4], [0.25, 0.5, 0.75, 1.0]) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[20] == lrs[21] == pytest.approx(0.1)
+    assert lrs[12] == pytest.approx(0.55)  # half way down the cosine
+    accumulated = optim.WarmupCosine(peak=1.0, warmup=4, total=20, min_ratio=0.1, grad_accum=3)
+    assert [float(accumulated(3 * i + r)) for i in range(22) for r in range(3)] == pytest.approx(
+        [x for x in lrs for _ in range(3)])
+
+
+def test_weight_decay_reaches_matrices_only():
+    model = GPT(ModelConfig(vocab_size=64, context_length=8, num_layers=1, num_heads=2, hidden_size=16,
+                            use_bias=True, tie_embeddings=False)).build_weights()
+    opts = resolve({"lr": 0.1, "weight_decay": 0.5, "warmup": 0, "clip_norm": 0.0, "steps": 10})
+    optimizer = optim.make_optimizer(model, optim.make_schedule(opts), opts)
+    before = {v.path: v.numpy() for v in model.trainable_variables}
+    # zero gradients: Adam's step is zero, so only the decoupled decay moves a weight
+    optimizer.apply([keras.ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    decayed, kept = [], []
+    for v in model.trainable_variables:
+        with np.errstate(invalid="ignore"):  # zero-initialised biases and offsets give 0/0
+            factor = v.numpy() / before[v.path]
+        if np.allclose(factor, 1 - 0.1 * 0.5):
+            decayed.append(v.path)
+        else:
+            assert np.array_equal(v.numpy(), before[v.path]), v.path
+            kept.append(v.path)
+    assert all(p.endswith("kernel") for p in decayed) and len(decayed) == 5  # qkv, proj, fc, fc_proj, lm_head
+    assert sorted(p.rsplit("/", 1)[1] for p in kept) == sorted(
+        ["embeddings"] * 2 + ["gamma", "beta"] * 3 + ["bias"] * 4)
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+def test_token_ids_are_stored_once_and_keyed_by_fingerprint(corpus_file, tmp_path):
+    text = corpus_file.read_text()
+    texts = [text[:20_000], text[20_000:30_000]]
+    tokenizer = data.train_tokenizer(texts, 300, 0.1, tmp_path)
+    assert data.train_tokenizer(texts, 300, 0.1, tmp_path).merges == tokenizer.merges  # cached copy
+    ids = data.tokenize(texts, tokenizer, 0.1, tmp_path)
+    assert isinstance(ids.train, np.memmap) and ids.train.dtype == np.uint16
+    folder = next((tmp_path / "tokens").iterdir())
+    stamp = (folder / "train.bin").stat().st_mtime_ns
+    again = data.tokenize(texts, tokenizer, 0.1, tmp_path)
+    assert again.fingerprint == ids.fingerprint and (folder / "train.bin").stat().st_mtime_ns == stamp
+    # validation = the last 10% of each file, each followed by end-of-text
+    eos = [tokenizer.eos_token_id]
+    expected_val = sum((tokenizer.encode(data.split_text(t, 0.1)[1]) + eos for t in texts), [])
+    assert ids.val.tolist() == expected_val
+    assert len(ids.train) == sum(len(tokenizer.encode(data.split_text(t, 0.1)[0])) + 1 for t in texts)
+    changed = data.tokenize([texts[0] + "!", texts[1]], tokenizer, 0.1, tmp_path)
+    assert changed.fingerprint != ids.fingerprint and len(list((tmp_path / "tokens").iterdir())) == 2
+
+
+def test_large_vocabularies_are_stored_as_uint32():
+    pairs = [(a, b) for a in range(256) for b in range(256)][:65_300]  # ids 256 .. 65555
+    tokenizer = Tokenizer({pair: 256 + i for i, pair in enumerate(pairs)}, ["<|endoftext|>"])
+    ids = data.tokenize(["zz"], tokenizer, 0.0)
+    assert tokenizer.vocab_size == 65_557 and ids.train.dtype == np.uint32
+    assert ids.train.tolist() == [256 + 122 * 256 + 122, 65_556]
+
+
+def test_each_batch_depends_only_on_seed_and_position():
+    ids = np.arange(1000, dtype=np.uint16)
+    whole = data.WindowBatches(ids, 16, 4, seed=5, start=0, length=10)
+    later = data.WindowBatches(ids, 16, 4, seed=5, start=6, length=4)
+    x, y = later[1]
+    assert np.array_equal(x, whole[7][0]) and np.array_equal(y, x + 1) and x.shape == (4, 16)
+    assert not np.array_equal(data.WindowBatches(ids, 16, 4, seed=6, length=10)[7][0], x)
+
+
+# ---- training runs -----------------------------------------------------------------------------
+
+class CtrlCAt(keras.callbacks.Callback):
+    """Sends this process a real SIGINT after `n` micro-batches, as Ctrl-C in a terminal does."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.n:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_then_resume_follows_the_uninterrupted_run(corpus_file, tmp_path, cache):
+    options = dict(SMALL, steps=12, eval_interval=4, dropout=0.1, grad_accum=2, cache_dir=cache)
+    whole = tmp_path / "whole"
+    train([corpus_file], whole, **options)
+
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train([corpus_file], cut, callbacks=[CtrlCAt(11)], **options)
+    state = checkpoint.load_meta(cut)["state"]
+    assert (state["step"], state["micro_step"], state["finished"]) == (6, 12, False)  # at a step boundary
+    train(None, cut, resume=True, verbose=0)
+
+    a = {row["step"]: row for row in checkpoint.read_history(whole)}
+    b = {row["step"]: row for row in checkpoint.read_history(cut)}
+    assert sorted(b) == [4, 6, 8, 12]
+    for step in (4, 8, 12):
+        assert b[step]["val_loss"] == pytest.approx(a[step]["val_loss"], abs=1e-6)
+    assert b[12]["train_loss"] == pytest.approx(a[12]["train_loss"], abs=1e-6)
+    ma, _, _ = checkpoint.load_model(whole)
+    mb, _, _ = checkpoint.load_model(cut)
+    assert max(float(np.max(np.abs(u.numpy() - v.numpy()))) for u, v in zip(ma.weights, mb.weights)) < 1e-6
+    with pytest.raises(ValueError, match="Nothing to train.*Raise --steps"):
+        train(None, cut, resume=True, verbose=0)
+
+
+class PoisonAt(keras.callbacks.Callback):
+    """Turns the token embedding to NaN after `n` micro-batches: the next loss is NaN."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.n:
+            wte = self.model.wte.embeddings
+            wte.assign(np.full(wte.shape, np.nan, "float32"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, cache):
+    out = tmp_path / "nan"
+    with pytest.raises(LossNotFinite, match=r"nan at step 7; the last good checkpoint \(step 4\) is kept"):
+        train([corpus_file], out, callbacks=[PoisonAt(6)], steps=12, eval_interval=4, cache_dir=cache, **SMALL)
+    meta = checkpoint.load_meta(out)
+    assert meta["state"]["step"] == 4 and np.isfinite(meta["metrics"]["val_loss"])
+    model, _, _ = checkpoint.load_model(out)
+    assert np.isfinite(model.wte.embeddings.numpy()).all()
+
+
+def test_time_budget_stops_by_wall_clock_then_validates_and_saves(corpus_file, tmp_path, cache):
+    metrics = train([corpus_file], tmp_path / "budget", steps=100_000, eval_interval=50, time_budget=4.0,
+                    cache_dir=cache, **SMALL)
+    assert 0 < metrics["steps"] < 100_000 and np.isfinite(metrics["val_loss_per_char"])
+    assert metrics["val_perplexity"] == pytest.approx(np.exp(metrics["val_loss"]))
+    meta = checkpoint.load_meta(tmp_path / "budget")
+    assert meta["state"]["step"] == metrics["steps"] and meta["training"]["time_budget"] == 4.0
+
+
+def test_bad_input_gives_clear_errors_and_loses_nothing(corpus_file, tmp_path, cache):
+    def fails(match, files, out, **options):
+        with pytest.raises(ValueError, match=match):
+            train(files, out, **{**SMALL, "cache_dir": cache, **options})
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\x00\x07\x1b")
+    fails("hold no text after cleaning", [empty], tmp_path / "a")
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be: that is the question. " * 4)
+    fails(r"training text is too short: \d+ tokens, but one batch needs at least context \+ 1 = 129 "
+          "tokens", [short], tmp_path / "b", context=128)
+    fails("validation text is too short", [short], tmp_path / "b", val_fraction=0.01)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    fails("Output folder .* is not writable", [corpus_file], blocker / "out")
+    fails("Unknown training option", [corpus_file], tmp_path / "c", epochs=3)
+
+    done = tmp_path / "done"
+    train([corpus_file], done, steps=2, eval_interval=2, cache_dir=cache, **SMALL)
+    weights = (done / checkpoint.WEIGHTS_FILE).read_bytes()
+    fails("already holds a checkpoint. Pass --resume", [corpus_file], done)
+    fails("--context cannot change when resuming", None, done, resume=True, context=64)
+    fails("training data differ", [short], done, resume=True, steps=4)
+    assert (done / checkpoint.WEIGHTS_FILE).read_bytes() == weights
+    with pytest.raises(ValueError, match="position table holds context_length=32"):
+        checkpoint.load_model(done)[0](np.zeros((1, 33), "int32"))
+
+
+# ---- other backends and devices, in fresh processes --------------------------------------------
+
+def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env={**ENV, **env}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_jax_backend_trains_and_data_parallel_matches_one_device(corpus_file, tmp_path, cache):
+    pytest.importorskip("jax")
+    result = run_python(f"""
+        import keras
+        from edgellm.training.train import train
+        assert keras.backend.backend() == "jax"
+        options = dict({SMALL!r}, steps=6, eval_interval=3, cache_dir={cache!r})
+        one = train([{str(corpus_file)!r}], {str(tmp_path / "one")!r}, **options)
+        two = train([{str(corpus_file)!r}], {str(tmp_path / "two")!r}, distribute="mirrored", **options)
+        print(one["val_loss"], two["val_loss"])
+        """, {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    one, two = map(float, result.stdout.split())
+    assert one < np.log(300) and two == pytest.approx(one, abs=1e-4)
+    assert json.loads((tmp_path / "two" / "checkpoint.json").read_text())["versions"]["backend"] == "jax"
+
+
+def test_tensorflow_mirrored_on_two_cpu_devices_matches_one_device(corpus_file, tmp_path, cache):
+    result = run_python(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from edgellm.training.train import train
+        options = dict({SMALL!r}, steps=6, eval_interval=3, clip_norm=0.0, xla=False, cache_dir={cache!r},
+                       verbose=2)
+        runs = [train([{str(corpus_file)!r}], {str(tmp_path)!r} + "/" + d, distribute=d, **options)
+                for d in ("none", "mirrored", "multiworker")]
+        print(*[m["val_loss"] for m in runs])
+        """, {})
+    one, mirrored, multiworker = map(float, result.stdout.split())
+    assert mirrored == pytest.approx(one, abs=1e-4) and multiworker == pytest.approx(one, abs=1e-4)
+    assert "2 replica(s)" in result.stderr
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+def edgellm(*args):
+    return subprocess.run([sys.executable, "-m", "edgellm", "train", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, timeout=600)
+
+
+def test_cli_reads_a_config_file_that_flags_override(corpus_file, tmp_path, cache):
+    config = tmp_path / "run.toml"
+    config.write_text(f'steps = 4\neval-interval = 2\nlayers = 1\nheads = 2\nwidth = 32\ncontext = 32\n'
+                      f'vocab_size = 300\nbatch_size = 4\ncache_dir = "{cache}"\nlr = 0.01\n')
+    result = edgellm(corpus_file, "--out", tmp_path / "ckpt", "--config", config, "--lr", "0.002", "-v", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "ckpt") and "val_loss_per_char" in result.stderr
+    meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert meta["training"]["lr"] == 0.002 and meta["training"]["steps"] == 4 and meta["metrics"]["steps"] == 4
+    assert "--config" in meta["command"] and (tmp_path / "ckpt" / "logs").is_dir()
+
+    for args, message in [(["--stepz", "3"], "No such option: --stepz"),
+                          (["--precision", "fp8"], "'fp8' is not one of"),
+                          (["--config", corpus_file], "is not valid JSON"),
+                          (["--resume"], "already at step 4")]:
+        bad = edgellm(corpus_file, "--out", tmp_path / "ckpt", *args)
+        assert bad.returncode != 0 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains(corpus_file, tmp_path, cache):
+    for precision in ("bfloat16", "float16"):
+        metrics = train([corpus_file], tmp_path / precision, steps=6, eval_interval=3, precision=precision,
+                        cache_dir=cache, **SMALL)
+        assert metrics["val_loss"] < np.log(300)
+    model, _, _ = checkpoint.load_model(tmp_path / "float16")  # weights stay float32 for export
+    assert model.wte.embeddings.dtype == "float32"

@@ -1,0 +1,173 @@
+"""Training options: one dataclass gives the defaults, the checks, the CLI flags and the saved config.
+
+Options come, lowest priority first, from the defaults below, the checkpoint being resumed, a
+config file (`--config run.json` or `run.toml`, keys as in the dataclass or as flags) and the
+flags or keyword arguments. The resolved options are saved in checkpoint.json under "training".
+
+Example:
+    >>> opts = resolve({"steps": 50, "width": 64, "heads": 2})
+    >>> opts.steps, opts.lr
+    (50, 0.001)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
+# changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
+FIXED_ON_RESUME = ("tokenizer", "vocab_size", "val_fraction", "layers", "heads", "width", "context",
+                   "bias", "tie_embeddings", "batch_size", "grad_accum", "seed")
+
+
+def _opt(default, help: str, choices: tuple = (), type=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "type": type})
+
+
+@dataclass
+class TrainOptions:
+    # data
+    tokenizer: str | None = _opt(None, "Reuse this tokenizer.json instead of training one.", type=str)
+    vocab_size: int = _opt(2048, "Vocabulary size of the tokenizer to train. Smaller vocabularies "
+                                 "train faster per step; larger ones see more text per token.")
+    val_fraction: float = _opt(0.1, "Last fraction of each file held out for validation.")
+    cache_dir: str | None = _opt(None, "Cache for token ids and trained tokenizers. "
+                                       "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
+    # model
+    layers: int = _opt(4, "Transformer blocks.")
+    heads: int = _opt(4, "Attention heads per block.")
+    width: int = _opt(256, "Hidden size (must divide by --heads).")
+    context: int = _opt(128, "Context length in tokens (the size of the position table).")
+    dropout: float = _opt(0.0, "Dropout rate (embeddings, attention weights, residual branches).")
+    bias: bool = _opt(False, "Biases in the Dense and LayerNorm layers.")
+    tie_embeddings: bool = _opt(True, "Share the token embedding with the output layer.")
+    # optimisation
+    batch_size: int = _opt(32, "Windows per micro-batch.")
+    grad_accum: int = _opt(1, "Micro-batches averaged into one optimizer step "
+                              "(effective batch = batch-size x grad-accum).")
+    steps: int = _opt(1000, "Optimizer steps.")
+    lr: float = _opt(1e-3, "Peak learning rate (AdamW; linear warmup, then cosine decay).")
+    min_lr_ratio: float = _opt(0.1, "Final learning rate as a fraction of --lr.")
+    warmup: int = _opt(100, "Linear warmup steps.")
+    weight_decay: float = _opt(0.1, "AdamW weight decay, applied to weight matrices only "
+                                    "(not to embeddings, norms or biases).")
+    beta2: float = _opt(0.95, "AdamW second-moment decay.")
+    clip_norm: float = _opt(1.0, "Clip gradients to this global norm (0 = off).")
+    precision: str = _opt("float32", "Compute precision; bfloat16/float16 keep float32 weights.",
+                          choices=PRECISIONS)
+    xla: bool = _opt(True, "Compile the training step with XLA (about 7x faster on CPU under TensorFlow).")
+    distribute: str = _opt("none", "Data parallelism. mirrored: every GPU of this machine (or CPU "
+                                   "devices if there is none); multiworker: several machines "
+                                   "(see docs/training.md).", choices=DISTRIBUTIONS)
+    seed: int = _opt(1337, "Seed for weights, batches and dropout: the same seed repeats a run.")
+    # monitoring and stopping
+    eval_interval: int = _opt(250, "Steps between validation runs, checkpoints and log rows.")
+    eval_tokens: int = _opt(0, "Validation tokens per evaluation, spread over the whole split (0 = all).")
+    time_budget: float | None = _opt(None, "Stop after this many seconds of training (wall-clock, "
+                                           "evaluations included), then validate and save.", type=float)
+    tensorboard: bool = _opt(True, "Write TensorBoard logs to OUT/logs (when tensorflow is installed).")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.metadata["type"] or type(f.default)
+            if value is None and f.default is None:
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, f.name, value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{f.name} must be {kind.__name__}. Received: {f.name}={value!r}")
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                raise ValueError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}. "
+                                 f"Received: {f.name}={value!r}")
+        for name in ("vocab_size", "layers", "heads", "width", "context", "batch_size", "grad_accum",
+                     "steps", "eval_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1. Received: {name}={getattr(self, name)}")
+        for name in ("warmup", "eval_tokens", "weight_decay", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0. Received: {name}={getattr(self, name)}")
+        _check_range("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True)
+        _check_range("dropout", self.dropout, 0.0, 1.0)
+        _check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0, high_closed=True)
+        _check_range("beta2", self.beta2, 0.0, 1.0)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive. Received: lr={self.lr}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be a positive number of seconds. "
+                             f"Received: time_budget={self.time_budget}")
+        if self.width % self.heads:
+            raise ValueError(f"width must be divisible by heads. Received: width={self.width}, "
+                             f"heads={self.heads}")
+
+    def to_dict(self) -> dict:
+        """The options that are set (None means "not set" and is left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _check_range(name, value, low, high, low_open=False, high_closed=False):
+    ok = (value > low if low_open else value >= low) and (value <= high if high_closed else value < high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{']' if high_closed else ')'}"
+        raise ValueError(f"{name} must be in {interval}. Received: {name}={value}")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+
+
+def names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainOptions)]
+
+
+def resolve(given: dict, resumed: dict | None = None) -> TrainOptions:
+    """Defaults <- the resumed checkpoint's options <- `given`. Raises ValueError for unknown keys,
+    bad values, and changes to FIXED_ON_RESUME options."""
+    unknown = sorted(set(given) - set(names()))
+    if unknown:
+        raise ValueError(f"Unknown training option(s) {unknown}. Allowed: {', '.join(names())}")
+    base = {k: v for k, v in (resumed or {}).items() if k in names()}
+    if resumed is not None:
+        for key in FIXED_ON_RESUME:
+            if key in given and given[key] != base.get(key, _DEFAULTS[key]):
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"{flag} cannot change when resuming: the checkpoint has "
+                                 f"{base.get(key)!r}. Received: {given[key]!r}. Drop {flag}, or start "
+                                 "a new run in another --out.")
+    return TrainOptions(**{**base, **given})
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Options from a JSON or TOML file; keys may be written `batch_size` or `batch-size`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"Cannot read config file {path}: {error.strerror}.") from None
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            doc = tomllib.loads(text)
+        else:
+            doc = json.loads(text)
+    except ImportError:
+        raise ValueError("Reading a TOML config needs Python 3.11 or `pip install tomli`. "
+                         "Or write the config as JSON.") from None
+    except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError
+        raise ValueError(f"Config file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: "
+                         f"{error}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"Config file {path} must hold a table of options. Received: {type(doc).__name__}")
+    doc = {str(k).replace("-", "_"): v for k, v in doc.items()}
+    unknown = sorted(set(doc) - set(names()))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} in config file {path}. "
+                         f"Allowed: {', '.join(names())}")
+    return doc
