@@ -101,6 +101,28 @@ def load_model(ckpt_dir: Path):
     return model, Tokenizer.load(Path(ckpt_dir) / TOKENIZER_FILE), meta
 
 
+def previous_run(out_dir: Path, resume: bool, force: bool) -> dict | None:
+    """The checkpoint in `out_dir` to resume, or None for a new run (refusing to replace one
+    unless `force`)."""
+    if resume:
+        return load_meta(out_dir)
+    if (out_dir / META_FILE).is_file() and not force:
+        raise ValueError(f"Output folder {out_dir} already holds a checkpoint. Pass --resume to "
+                         "continue it, --force to replace it, or choose another --out.")
+    return None
+
+
+def check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"Output folder {out_dir} is not writable: {error.strerror}. "
+                         "Choose another --out.") from None
+
+
 def restore_train_state(ckpt_dir: Path, model) -> int:
     """Load weights, optimizer variables and seed states into a compiled `model` whose optimizer
     is built. Returns the micro-step the checkpoint was saved at."""

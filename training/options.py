@@ -161,8 +161,9 @@ def read_config_file(path: str | Path) -> dict:
         raise ValueError("Reading a TOML config needs Python 3.11 or `pip install tomli`. "
                          "Or write the config as JSON.") from None
     except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError
-        raise ValueError(f"Config file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: "
-                         f"{error}") from None
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ValueError(f"Config file {path} is not valid {kind} ({error}). Write options as JSON, "
+                         "or as TOML in a .toml file.") from None
     if not isinstance(doc, dict):
         raise ValueError(f"Config file {path} must hold a table of options. Received: {type(doc).__name__}")
     doc = {str(k).replace("-", "_"): v for k, v in doc.items()}

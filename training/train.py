@@ -56,10 +56,10 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
 
     out_dir = Path(out)
-    previous = _previous_run(out_dir, resume, force)
+    previous = checkpoint.previous_run(out_dir, resume, force)
     opts = options_lib.resolve(options, previous and previous["training"])
     files = [str(f) for f in files] if files else (previous or {}).get("data", [])
-    _check_writable(out_dir)
+    checkpoint.check_writable(out_dir)
     keras.utils.set_random_seed(opts.seed)
 
     texts = data.read_texts(files)
@@ -86,6 +86,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     history = checkpoint.read_history(out_dir) if previous else []
     state = (previous or {}).get("state", {})
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
+        if replicas > 1:  # every validation batch must split evenly over the devices
+            val_x, val_y = val_x[: len(val_x) - len(val_x) % replicas], val_y[: len(val_y) - len(val_y) % replicas]
         model = _build_model(config, opts.precision)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
@@ -103,9 +105,12 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
                          *_tensorboard(out_dir, opts.tensorboard, verbose), *(callbacks or [])]
 
+        saved = []
+
         def save():
             meta = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)
             checkpoint.save(out_dir, model, tokenizer, meta, history)
+            saved.append(control.step)
 
         total = opts.steps * opts.grad_accum  # micro-batches
         interval = opts.eval_interval * opts.grad_accum
@@ -132,8 +137,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
             raise LossNotFinite(f"Training stopped: {error}; {kept}. Lower --lr or --clip-norm, raise "
                                 "--warmup, or use --precision float32, then continue with --resume.") from None
     if control.interrupted:
-        _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. "
-                f"Continue with: edgellm train --out {out_dir} --resume")
+        _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. Continue with: "
+                f"edgellm train --out {out_dir} --resume" if saved else "interrupted before the first step")
         raise KeyboardInterrupt
     metrics = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)["metrics"]
     _log(verbose, f"step {metrics['steps']}: val loss {metrics['val_loss']:.4f} "
@@ -176,17 +181,6 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
     }
 
 
-def _previous_run(out_dir: Path, resume: bool, force: bool) -> dict | None:
-    from edgellm.training import checkpoint
-
-    if resume:
-        return checkpoint.load_meta(out_dir)
-    if (out_dir / checkpoint.META_FILE).is_file() and not force:
-        raise ValueError(f"Output folder {out_dir} already holds a checkpoint. Pass --resume to "
-                         "continue it, --force to replace it, or choose another --out.")
-    return None
-
-
 def _tensorboard(out_dir: Path, enabled: bool, verbose: int) -> list:
     import keras
 
@@ -219,17 +213,6 @@ def _stop_on_ctrl_c(control, verbose: int):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"Output folder {out_dir} is not writable: {error.strerror}. "
-                         "Choose another --out.") from None
 
 
 def _log(verbose: int, message: str) -> None:
@@ -279,7 +262,12 @@ def command(ctx, files, out, resume, force, verbose, **values):
     validation loss is reported per token, as perplexity and per character. Every
     --eval-interval steps the checkpoint in --out is saved (weights, optimizer state, resolved
     options). Ctrl-C saves before exiting; --resume continues. Progress goes to stderr; the
-    checkpoint folder is printed on stdout.
+    checkpoint folder is printed on stdout. More in docs/training.md.
+
+    \b
+    edgellm train data/tinyshakespeare/input.txt --out runs/shakespeare --steps 2000
+    edgellm train --out runs/shakespeare --resume --steps 4000
+    edgellm train notes.txt --out runs/notes --config run.toml --lr 3e-3 --time-budget 600
     """
     from click.core import ParameterSource
 
