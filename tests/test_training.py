@@ -105,7 +105,8 @@ def test_token_ids_are_stored_once_and_keyed_by_fingerprint(corpus_file, tmp_pat
 
 def test_large_vocabularies_are_stored_as_uint32():
     pairs = [(a, b) for a in range(256) for b in range(256)][:65_300]  # ids 256 .. 65555
-    tokenizer = Tokenizer({pair: 256 + i for i, pair in enumerate(pairs)}, ["<|endoftext|>"])
+    vocab = [bytes([b]) for b in range(256)] + [bytes(pair) for pair in pairs] + [b"<|endoftext|>"]
+    tokenizer = Tokenizer(vocab, pairs, {"<|endoftext|>": 65_556})
     ids = data.tokenize(["zz"], tokenizer, 0.0)
     assert tokenizer.vocab_size == 65_557 and ids.train.dtype == np.uint32
     assert ids.train.tolist() == [256 + 122 * 256 + 122, 65_556]

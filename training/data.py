@@ -133,6 +133,18 @@ def tokenize(texts: list[str], tokenizer: Tokenizer, val_fraction: float = 0.1,
     return ids
 
 
+@dataclass
+class Corpus:
+    train_ids: np.ndarray  # (n_train,)
+    val_ids: np.ndarray  # (n_val,)
+
+
+def build_corpus(texts: list[str], tokenizer: Tokenizer, val_fraction: float = 0.1) -> Corpus:
+    """The ids of `tokenize`, in memory and without a cache (for a quick look at held-out text)."""
+    ids = tokenize(texts, tokenizer, val_fraction)
+    return Corpus(ids.train, ids.val)
+
+
 def _store(folder: Path, ids: TokenIds) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

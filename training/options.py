@@ -20,8 +20,8 @@ from pathlib import Path
 PRECISIONS = ("float32", "bfloat16", "float16")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
-FIXED_ON_RESUME = ("tokenizer", "vocab_size", "val_fraction", "layers", "heads", "width", "context",
-                   "bias", "tie_embeddings", "batch_size", "grad_accum", "seed")
+FIXED_ON_RESUME = ("tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
+                   "context", "bias", "tie_embeddings", "batch_size", "grad_accum", "seed")
 
 
 def _opt(default, help: str, choices: tuple = (), type=None):
@@ -37,6 +37,10 @@ class TrainOptions:
     val_fraction: float = _opt(0.1, "Last fraction of each file held out for validation.")
     cache_dir: str | None = _opt(None, "Cache for token ids and trained tokenizers. "
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
+    examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
+                                      "instead of text FILES (see docs/tasks.md).", type=str)
+    too_long: str = _opt("skip", "Examples longer than the context: skip and count them, or stop.",
+                         choices=("skip", "error"))
     # model
     layers: int = _opt(4, "Transformer blocks.")
     heads: int = _opt(4, "Attention heads per block.")
@@ -172,3 +176,29 @@ def read_config_file(path: str | Path) -> dict:
         raise ValueError(f"Unknown option(s) {unknown} in config file {path}. "
                          f"Allowed: {', '.join(names())}")
     return doc
+
+
+def click_options(fn):
+    """Decorator: one click option per TrainOptions field, with its help, type and default, and
+    `--config FILE`, whose options become the defaults that flags override."""
+    import click
+
+    for f in reversed(dataclasses.fields(TrainOptions)):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        kind = click.Choice(meta["choices"]) if meta["choices"] else (meta["type"] or type(f.default))
+        decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(f.default, bool) else [flag]
+        fn = click.option(*decls, f.name, type=kind, default=f.default, help=meta["help"],
+                          show_default=f.default is not None)(fn)
+
+    def read_config(ctx, param, value):
+        if value:
+            try:
+                ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value)}
+            except ValueError as error:
+                raise click.BadParameter(str(error), ctx, param) from None
+        return value
+
+    return click.option("--config", "-c", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+                        expose_value=False, callback=read_config,
+                        help="JSON or TOML file of options (keys as the flags, e.g. batch_size = 64); "
+                             "flags override it.")(fn)

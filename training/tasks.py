@@ -72,20 +72,23 @@ def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[np.
 
 
 class ExampleBatches(keras.utils.PyDataset):
-    """Length-grouped batches of examples; the order of each epoch depends only on (seed, epoch)."""
+    """`length` length-grouped batches of examples, starting at global batch `start`; batch i
+    depends only on (seed, start + i), so a resumed run sees the same batches."""
 
-    def __init__(self, encoded, batch_size: int, steps: int, seed: int, pad_id: int, **kwargs):
+    def __init__(self, encoded, batch_size: int, seed: int, pad_id: int, start: int = 0, length: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         if not encoded:
             raise ValueError("No examples fit in the context. Raise --context.")
         self.encoded = sorted(encoded, key=lambda e: len(e[0]))
-        self.batch_size, self.steps, self.seed, self.pad_id, self.epoch = batch_size, steps, seed, pad_id, 0
+        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
+        self.start, self.length = start, length
 
     def __len__(self):
-        return self.steps
+        return self.length
 
     def __getitem__(self, index):
-        rng = np.random.default_rng((self.seed, self.epoch * self.steps + index))
+        rng = np.random.default_rng((self.seed, self.start + index))
         # a random run of neighbours in length order: batches of similar lengths, little padding
         start = int(rng.integers(0, max(1, len(self.encoded) - self.batch_size + 1)))
         return masked_batch(self.encoded[start : start + self.batch_size], self.pad_id)
@@ -119,3 +122,26 @@ def task_data(examples: list[Example], tokenizer: Tokenizer, context_length: int
     completion_tokens = int(w.sum())
     chars = sum(len(e.completion) for e in val)
     return TaskData(train_ids, (x, y, w), chars / completion_tokens, skipped + val_skipped)
+
+
+def prepare(path: str, tokenizer: Tokenizer | None, vocab_size: int, context_length: int, val_fraction: float,
+            too_long: str = "skip") -> tuple[Tokenizer, TaskData, str]:
+    """Examples file -> (tokenizer, task data, fingerprint of tokenizer + examples + split).
+
+    The tokenizer, when not given, is learned from the training examples with the task's special
+    tokens.
+    """
+    import hashlib
+    import json
+
+    from edgellm.tasks import read_examples
+
+    examples = read_examples(path)
+    if tokenizer is None:
+        train = split_examples(examples, val_fraction)[0]
+        tokenizer = Tokenizer.train([e.prompt + e.completion for e in train], vocab_size, TASK_SPECIAL_TOKENS)
+    task = task_data(examples, tokenizer, context_length, val_fraction, too_long)
+    h = hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode() + repr(val_fraction).encode())
+    for e in examples:
+        h.update(hashlib.sha256(f"{e.prompt}\x00{e.completion}".encode("utf-8", "surrogatepass")).digest())
+    return tokenizer, task, h.hexdigest()

@@ -13,7 +13,6 @@ kept. Keras and a backend (TensorFlow by default, or JAX) are needed: `pip insta
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import shlex
 import signal
@@ -58,27 +57,46 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     out_dir = Path(out)
     previous = checkpoint.previous_run(out_dir, resume, force)
     opts = options_lib.resolve(options, previous and previous["training"])
-    files = [str(f) for f in files] if files else (previous or {}).get("data", [])
+    files = ([str(f) for f in files] if files else
+             [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
     checkpoint.check_writable(out_dir)
     keras.utils.set_random_seed(opts.seed)
 
-    texts = data.read_texts(files)
-    cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
-    if previous:
-        tokenizer = Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE)
-    elif opts.tokenizer:
-        tokenizer = Tokenizer.load(opts.tokenizer)
+    tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
+                 else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
+    if opts.examples:  # a task model: prompt/completion pairs, loss on the completions only
+        from edgellm.training import tasks
+
+        if files:
+            raise ValueError(f"Pass text files or examples, not both. Received: {files} and "
+                             f"examples={opts.examples!r}")
+        tokenizer, task, fingerprint = tasks.prepare(opts.examples, tokenizer, opts.vocab_size, opts.context,
+                                                     opts.val_fraction, opts.too_long)
+        _check_same_data(previous, fingerprint, out_dir, opts.examples)
+        _log(verbose, f"{len(task.train):,} train examples, {len(task.val[0]):,} validation examples, "
+                      f"{task.skipped} skipped as longer than the context")
+        validation, val_tokens_per_char = task.val, 1 / task.val_chars_per_token
+
+        def batches(start, length):
+            return tasks.ExampleBatches(task.train, opts.batch_size, opts.seed, tokenizer.eos_token_id,
+                                        start, length)
     else:
-        _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
-        tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
-    ids = data.tokenize(texts, tokenizer, opts.val_fraction, cache_dir)
-    if previous and previous["state"]["data_fingerprint"] != ids.fingerprint:
-        raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. "
-                         f"Received: {files}. Resume with the same files, or start a new --out.")
-    _log(verbose, f"data: {len(ids.train):,} train tokens, {len(ids.val):,} validation tokens")
-    data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed)  # checks the length
-    val_x, val_y = data.validation_windows(ids.val, opts.context, opts.eval_tokens)
-    val_tokens_per_char = val_y.size / max(1, len(tokenizer.decode(val_y.reshape(-1).tolist())))
+        texts = data.read_texts(files)
+        cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
+        if tokenizer is None:
+            _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
+            tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
+        ids = data.tokenize(texts, tokenizer, opts.val_fraction, cache_dir)
+        fingerprint = ids.fingerprint
+        _check_same_data(previous, fingerprint, out_dir, files)
+        _log(verbose, f"data: {len(ids.train):,} train tokens, {len(ids.val):,} validation tokens")
+        data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed)  # checks the length
+        validation = data.validation_windows(ids.val, opts.context, opts.eval_tokens)
+        targets = validation[1]
+        val_tokens_per_char = targets.size / max(1, len(tokenizer.decode(targets.reshape(-1).tolist())))
+
+        def batches(start, length):
+            return data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed, start, length)
 
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
                          num_layers=opts.layers, num_heads=opts.heads, hidden_size=opts.width,
@@ -87,13 +105,15 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     state = (previous or {}).get("state", {})
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
         if replicas > 1:  # every validation batch must split evenly over the devices
-            val_x, val_y = val_x[: len(val_x) - len(val_x) % replicas], val_y[: len(val_y) - len(val_y) % replicas]
+            validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
         model = _build_model(config, opts.precision)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
         xla = opts.xla and distribute.xla_works(opts.distribute)
+        # with loss weights (task examples) the mean is over the weighted (completion) tokens
+        reduction = "mean_with_sample_weight" if opts.examples else "sum_over_batch_size"
         model.compile(optimizer=optimizer, jit_compile=xla,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
@@ -108,7 +128,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         saved = []
 
         def save():
-            meta = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)
+            meta = _meta(opts, files, command, history, model, fingerprint, control, keras)
             checkpoint.save(out_dir, model, tokenizer, meta, history)
             saved.append(control.step)
 
@@ -123,10 +143,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                 while position < total and not (control.expired or control.interrupted):
                     end = min(total, (position // interval + 1) * interval)
                     control.begin(position)
-                    batches = data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed,
-                                                 start=position, length=end - position)
-                    model.fit(batches, epochs=math.ceil(total / interval), initial_epoch=position // interval,
-                              validation_data=(val_x, val_y), validation_batch_size=opts.batch_size,
+                    model.fit(batches(position, end - position), epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              validation_data=validation, validation_batch_size=opts.batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
                               callbacks=fit_callbacks, verbose=verbose)
                     position = control.position
@@ -140,10 +158,16 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. Continue with: "
                 f"edgellm train --out {out_dir} --resume" if saved else "interrupted before the first step")
         raise KeyboardInterrupt
-    metrics = _meta(opts, files, command, history, model, ids.fingerprint, control, keras)["metrics"]
+    metrics = _meta(opts, files, command, history, model, fingerprint, control, keras)["metrics"]
     _log(verbose, f"step {metrics['steps']}: val loss {metrics['val_loss']:.4f} "
                   f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}")
     return metrics
+
+
+def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
+    if previous and previous["state"]["data_fingerprint"] != fingerprint:
+        raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. Received: "
+                         f"{received}. Resume with the same data, or start a new --out.")
 
 
 def _build_model(config, precision: str):
@@ -174,7 +198,8 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
             "tokens_per_sec": last.get("tokens_per_sec"), "train_seconds": last.get("seconds"),
             "parameters": int(model.count_params()),
         },
-        "data": files,
+        "data": files + ([opts.examples] if opts.examples else []),
+        "task_examples": opts.examples,
         "state": {"step": control.step, "micro_step": control.position, "data_fingerprint": fingerprint,
                   "seconds": last.get("seconds", 0.0), "finished": control.step >= opts.steps},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__},
@@ -220,39 +245,16 @@ def _log(verbose: int, message: str) -> None:
         click.echo(message, err=True)
 
 
-def _with_training_options(fn):
-    """One click option per TrainOptions field, with the field's help, type and default."""
-    for f in reversed(dataclasses.fields(options_lib.TrainOptions)):
-        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        kind = click.Choice(meta["choices"]) if meta["choices"] else (meta["type"] or type(f.default))
-        decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(f.default, bool) else [flag]
-        fn = click.option(*decls, f.name, type=kind, default=f.default, help=meta["help"],
-                          show_default=f.default is not None)(fn)
-    return fn
-
-
-def _read_config(ctx, param, value):
-    if value:
-        try:
-            ctx.default_map = {**(ctx.default_map or {}), **options_lib.read_config_file(value)}
-        except ValueError as error:
-            raise click.BadParameter(str(error), ctx, param) from None
-    return value
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Checkpoint folder to write (weights, optimizer state, tokenizer, history, loss curve).")
-@click.option("--config", "-c", type=click.Path(exists=True, dir_okay=False), is_eager=True,
-              expose_value=False, callback=_read_config,
-              help="JSON or TOML file of options (keys as the flags, e.g. batch_size = 64); flags override it.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly where it stopped; "
               "its options are the defaults (shape and data options cannot change).")
 @click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1,
               help="0: quiet, 1: progress bar, 2: one line per evaluation.")
-@_with_training_options
+@options_lib.click_options
 @click.pass_context
 def command(ctx, files, out, resume, force, verbose, **values):
     """Train a decoder-only Transformer on UTF-8 text FILES.
@@ -273,8 +275,8 @@ def command(ctx, files, out, resume, force, verbose, **values):
 
     from edgellm.training.callbacks import LossNotFinite
 
-    if not files and not resume:
-        raise click.UsageError("Missing argument 'FILES...': pass text files to train on, or --resume.")
+    if not resume and bool(files) == bool(values["examples"]):
+        raise click.UsageError("Pass text FILES or --examples FILE (one of the two), or --resume.")
     given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
     command_line = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
