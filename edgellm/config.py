@@ -27,6 +27,7 @@ class ModelConfig:
     dropout: float = 0.0
     use_bias: bool = False
     tie_embeddings: bool = True
+    position_embedding: str = "learned"  # "learned" (GPT-2's table) or "rope" (rotary, relative)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_size"):
@@ -38,6 +39,12 @@ class ModelConfig:
                 "hidden_size must be divisible by num_heads. "
                 f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}"
             )
+        if self.position_embedding not in ("learned", "rope"):
+            raise ValueError("position_embedding must be 'learned' or 'rope'. "
+                             f"Received: position_embedding={self.position_embedding!r}")
+        if self.position_embedding == "rope" and self.head_dim % 2:
+            raise ValueError(f"Rotary position embeddings need an even head size. Received: "
+                             f"hidden_size={self.hidden_size}, num_heads={self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
 

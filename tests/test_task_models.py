@@ -27,7 +27,8 @@ def task_folder(babi, tmp_path_factory):
 
     ckpt = tmp_path_factory.mktemp("runs") / "babi"
     metrics = train([], str(ckpt), examples=str(babi / "small.jsonl"), vocab_size=300, layers=1, heads=2,
-                    width=32, context=192, batch_size=16, steps=20, warmup=2, eval_interval=10, verbose=0)
+                    width=32, context=192, batch_size=16, steps=20, warmup=2, eval_interval=10, verbose=0,
+                    positions="rope")  # rotary positions: exported and checked like learned ones
     assert metrics["val_loss"] > 0
     folder = tmp_path_factory.mktemp("models") / "babi"
     export(ckpt, folder)

@@ -18,8 +18,8 @@ def tok():
 def test_loss_counts_only_completion_tokens(tok):
     examples = [Example("Where is Mary?", " bathroom"), Example("Mary went to the garden. Where is Mary?", " garden")]
     encoded, skipped = encode_examples(tok, examples, context_length=64)
-    x, y, w = masked_batch(encoded, pad_id=tok.eos_token_id)
-    assert skipped == 0 and x.shape == y.shape == w.shape and x.shape[1] % 16 == 0
+    x, y, w = masked_batch(encoded, pad_id=tok.eos_token_id, length=64)
+    assert skipped == 0 and x.shape == y.shape == w.shape == (2, 64)
     for b, example in enumerate(examples):
         weighted_targets = y[b][w[b] == 1].tolist()
         assert weighted_targets == tok.encode(example.completion) + [tok.eos_token_id]

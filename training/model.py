@@ -41,13 +41,16 @@ class CausalSelfAttention(layers.Layer):
                                  kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
         self.attn_dropout = layers.Dropout(config.dropout)
 
-    def call(self, x, bias, past_key=None, past_value=None, training=None):
+    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None):
         # x: (batch, seq, hidden); bias: (batch or 1, 1, seq, past + seq)
+        # rotary: None, or (cos, sin), each (batch, 1, seq, head_dim / 2)
         shape = ops.shape(x)
         batch, seq = shape[0], shape[1]
         qkv = ops.reshape(self.qkv(x), (batch, seq, 3, self.num_heads, self.head_dim))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
         q, k, v = qkv[0], qkv[1], qkv[2]
+        if rotary is not None:  # cached keys are stored rotated at their own positions
+            q, k = _rotate(q, *rotary), _rotate(k, *rotary)
         if past_key is not None:
             k = ops.concatenate([past_key, k], axis=2)  # (batch, heads, past + seq, head_dim)
             v = ops.concatenate([past_value, v], axis=2)
@@ -62,6 +65,21 @@ class CausalSelfAttention(layers.Layer):
         return self.proj(y), k, v
 
 
+def _rotate(x, cos, sin):
+    """Rotary position embedding (GPT-NeoX's half split): x (batch, heads, seq, head_dim)."""
+    half = ops.shape(x)[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = ops.cast(cos, x.dtype), ops.cast(sin, x.dtype)
+    return ops.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def rotary_tables(position_ids, head_dim: int):
+    """cos and sin of each position times each rotary frequency: (batch, 1, seq, head_dim / 2)."""
+    inv_freq = 1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype="float32") / head_dim))
+    angles = ops.cast(position_ids, "float32")[:, None, :, None] * inv_freq  # (batch, 1, seq, half)
+    return ops.cos(angles), ops.sin(angles)
+
+
 class Block(layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
@@ -74,8 +92,8 @@ class Block(layers.Layer):
                                     kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
         self.dropout = layers.Dropout(config.dropout)
 
-    def call(self, x, bias, past_key=None, past_value=None, training=None):
-        a, k, v = self.attn(self.ln_1(x), bias, past_key, past_value, training=training)
+    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None):
+        a, k, v = self.attn(self.ln_1(x), bias, rotary, past_key, past_value, training=training)
         x = x + self.dropout(a, training=training)
         # tanh GELU: exact GELU lowers to the TF op Erfc, which tf2onnx cannot convert
         m = self.fc_proj(keras.activations.gelu(self.fc(self.ln_2(x)), approximate=True))
@@ -94,8 +112,8 @@ class GPT(keras.Model):
         self.config = config
         self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
                                     embeddings_initializer=_init(0.02), name="wte")
-        self.wpe = layers.Embedding(config.context_length, config.hidden_size,
-                                    embeddings_initializer=_init(0.01), name="wpe")
+        self.wpe = None if config.position_embedding == "rope" else layers.Embedding(
+            config.context_length, config.hidden_size, embeddings_initializer=_init(0.01), name="wpe")
         self.drop = layers.Dropout(config.dropout)
         self.blocks = [Block(config, name=f"block_{i}") for i in range(config.num_layers)]
         self.ln_f = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_f")
@@ -140,12 +158,17 @@ class GPT(keras.Model):
             allowed = ops.logical_and(allowed, ops.cast(attention_mask, "bool")[:, None, None, :])
         bias = ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
 
-        x = self.wte(input_ids) + self.wpe(position_ids)  # (batch, seq, hidden)
+        x = self.wte(input_ids)  # (batch, seq, hidden)
+        rotary = None
+        if self.wpe is None:
+            rotary = rotary_tables(position_ids, self.config.head_dim)
+        else:
+            x = x + self.wpe(position_ids)
         x = self.drop(x, training=training)
         presents = []
         for i, block in enumerate(self.blocks):
             pk, pv = (None, None) if past is None else past[i]
-            x, k, v = block(x, bias, pk, pv, training=training)
+            x, k, v = block(x, bias, rotary, pk, pv, training=training)
             presents.append((k, v))
         x = self.ln_f(x)
         if self.lm_head is None:

@@ -21,7 +21,7 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
 FIXED_ON_RESUME = ("tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
-                   "context", "bias", "tie_embeddings", "batch_size", "grad_accum", "seed")
+                   "context", "bias", "tie_embeddings", "positions", "batch_size", "grad_accum", "seed")
 
 
 def _opt(default, help: str, choices: tuple = (), type=None):
@@ -49,6 +49,8 @@ class TrainOptions:
     dropout: float = _opt(0.0, "Dropout rate (embeddings, attention weights, residual branches).")
     bias: bool = _opt(False, "Biases in the Dense and LayerNorm layers.")
     tie_embeddings: bool = _opt(True, "Share the token embedding with the output layer.")
+    positions: str = _opt("learned", "Position embeddings: a learned table (GPT-2) or rotary (rope), "
+                                     "which encodes relative positions.", choices=("learned", "rope"))
     # optimisation
     batch_size: int = _opt(32, "Windows per micro-batch.")
     grad_accum: int = _opt(1, "Micro-batches averaged into one optimizer step "

@@ -9,10 +9,10 @@ Template: an example is tokenized as
 and only the completion ids and the closing <|endoftext|> count in the loss. The template lives
 in the runtime (edgellm/tasks.py), which applies the same one at generation.
 
-No packing: examples are grouped by length into batches and right-padded to the batch's longest
-example (rounded up to a multiple of 16, so XLA compiles a few shapes only). Causal attention
-means right padding never changes the real tokens' logits, and padded positions carry zero loss
-weight, so no example attends to another one.
+No packing: each example is right-padded to the context length, one example per row. Causal
+attention means right padding never changes the real tokens' logits, and padded positions carry
+zero loss weight, so no example attends to another one. Every batch has the same shape, which
+Keras's input pipeline and XLA need; the price is the compute spent on padding.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ import numpy as np
 
 from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, prompt_ids
 from edgellm.tokenizer import Tokenizer
-
-PAD_MULTIPLE = 16
-
 
 def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
     """Token ids of the whole example and the index where the completion starts."""
@@ -57,10 +54,9 @@ def encode_examples(tokenizer: Tokenizer, examples: list[Example], context_lengt
     return encoded, skipped
 
 
-def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int, length: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Right-padded (inputs, targets, loss weights), each (batch, length); weight 1 on completion targets."""
-    longest = max(len(ids) for ids, _ in encoded) - 1
-    length = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
     x = np.full((len(encoded), length), pad_id, np.int32)
     y = np.full((len(encoded), length), pad_id, np.int32)
     w = np.zeros((len(encoded), length), np.float32)
@@ -72,16 +68,16 @@ def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[np.
 
 
 class ExampleBatches(keras.utils.PyDataset):
-    """`length` length-grouped batches of examples, starting at global batch `start`; batch i
-    depends only on (seed, start + i), so a resumed run sees the same batches."""
+    """`length` batches of random examples padded to `context`, starting at global batch `start`;
+    batch i depends only on (seed, start + i), so a resumed run sees the same batches."""
 
-    def __init__(self, encoded, batch_size: int, seed: int, pad_id: int, start: int = 0, length: int = 1,
-                 **kwargs):
+    def __init__(self, encoded, batch_size: int, seed: int, pad_id: int, context: int, start: int = 0,
+                 length: int = 1, **kwargs):
         super().__init__(**kwargs)
         if not encoded:
             raise ValueError("No examples fit in the context. Raise --context.")
-        self.encoded = sorted(encoded, key=lambda e: len(e[0]))
-        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
+        self.encoded = encoded
+        self.batch_size, self.seed, self.pad_id, self.context = batch_size, seed, pad_id, context
         self.start, self.length = start, length
 
     def __len__(self):
@@ -89,9 +85,8 @@ class ExampleBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rng = np.random.default_rng((self.seed, self.start + index))
-        # a random run of neighbours in length order: batches of similar lengths, little padding
-        start = int(rng.integers(0, max(1, len(self.encoded) - self.batch_size + 1)))
-        return masked_batch(self.encoded[start : start + self.batch_size], self.pad_id)
+        rows = rng.integers(0, len(self.encoded), size=self.batch_size)
+        return masked_batch([self.encoded[r] for r in rows], self.pad_id, self.context)
 
 
 def split_examples(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:
@@ -118,7 +113,7 @@ def task_data(examples: list[Example], tokenizer: Tokenizer, context_length: int
     if not val_ids:
         raise ValueError(f"No held-out examples: val_fraction={val_fraction} of {len(examples)} examples. "
                          "Raise --val-fraction or add examples.")
-    x, y, w = masked_batch(val_ids, tokenizer.special_tokens[END_TOKEN])
+    x, y, w = masked_batch(val_ids, tokenizer.special_tokens[END_TOKEN], context_length)
     completion_tokens = int(w.sum())
     chars = sum(len(e.completion) for e in val)
     return TaskData(train_ids, (x, y, w), chars / completion_tokens, skipped + val_skipped)

@@ -79,7 +79,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
         def batches(start, length):
             return tasks.ExampleBatches(task.train, opts.batch_size, opts.seed, tokenizer.eos_token_id,
-                                        start, length)
+                                        opts.context, start, length)
     else:
         texts = data.read_texts(files)
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
@@ -100,7 +100,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
                          num_layers=opts.layers, num_heads=opts.heads, hidden_size=opts.width,
-                         dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings)
+                         dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings,
+                         position_embedding=opts.positions)
     history = checkpoint.read_history(out_dir) if previous else []
     state = (previous or {}).get("state", {})
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
