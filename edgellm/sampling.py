@@ -139,14 +139,18 @@ def top_k(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     return np.where(logits < kth, -np.inf, logits)
 
 
-def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    order = np.argsort(-logits, axis=-1, kind="stable")
-    probs = _softmax(np.take_along_axis(logits, order, -1))
-    # keep tokens until the mass before them reaches p; the most likely token always stays
-    keep_sorted = np.cumsum(probs, -1) - probs < state.config.top_p
+def _keep_up_to_mass(logits: np.ndarray, probs: np.ndarray, order: np.ndarray, mass: float) -> np.ndarray:
+    """Keep tokens in `order` until the probability before them reaches `mass`; the first always stays."""
+    sorted_probs = np.take_along_axis(probs, order, -1)
+    keep_sorted = np.cumsum(sorted_probs, -1) - sorted_probs < mass
     keep = np.empty_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, -1)
     return np.where(keep, logits, -np.inf)
+
+
+def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    order = np.argsort(-logits, axis=-1, kind="stable")
+    return _keep_up_to_mass(logits, _softmax(logits), order, state.config.top_p)
 
 
 def typical_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
@@ -155,11 +159,7 @@ def typical_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     probs = np.exp(log_probs)
     entropy = -(probs * np.where(probs > 0, log_probs, 0.0)).sum(-1, keepdims=True)
     order = np.argsort(np.abs(-log_probs - entropy), axis=-1, kind="stable")
-    sorted_probs = np.take_along_axis(probs, order, -1)
-    keep_sorted = np.cumsum(sorted_probs, -1) - sorted_probs < state.config.typical_p
-    keep = np.empty_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, -1)
-    return np.where(keep, logits, -np.inf)
+    return _keep_up_to_mass(logits, probs, order, state.config.typical_p)
 
 
 def min_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:

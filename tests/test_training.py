@@ -123,17 +123,22 @@ def test_each_batch_depends_only_on_seed_and_position():
 
 # ---- training runs -----------------------------------------------------------------------------
 
-class CtrlCAt(keras.callbacks.Callback):
-    """Sends this process a real SIGINT after `n` micro-batches, as Ctrl-C in a terminal does."""
+class AfterMicroBatches(keras.callbacks.Callback):
+    """Runs `action(model)` once, after `n` micro-batches."""
 
-    def __init__(self, n):
+    def __init__(self, n, action):
         super().__init__()
-        self.n, self.seen = n, 0
+        self.n, self.action, self.seen = n, action, 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.seen += 1
         if self.seen == self.n:
-            os.kill(os.getpid(), signal.SIGINT)
+            self.action(self.model)
+
+
+def ctrl_c_at(n):
+    """A real SIGINT to this process after `n` micro-batches, as Ctrl-C in a terminal sends."""
+    return AfterMicroBatches(n, lambda model: os.kill(os.getpid(), signal.SIGINT))
 
 
 def test_ctrl_c_then_resume_follows_the_uninterrupted_run(corpus_file, tmp_path, cache):
@@ -143,7 +148,7 @@ def test_ctrl_c_then_resume_follows_the_uninterrupted_run(corpus_file, tmp_path,
 
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        train([corpus_file], cut, callbacks=[CtrlCAt(11)], **options)
+        train([corpus_file], cut, callbacks=[ctrl_c_at(11)], **options)
     state = checkpoint.load_meta(cut)["state"]
     assert (state["step"], state["micro_step"], state["finished"]) == (6, 12, False)  # at a step boundary
     train(None, cut, resume=True, verbose=0)
@@ -161,24 +166,19 @@ def test_ctrl_c_then_resume_follows_the_uninterrupted_run(corpus_file, tmp_path,
         train(None, cut, resume=True, verbose=0)
 
 
-class PoisonAt(keras.callbacks.Callback):
+def poison_at(n):
     """Turns the token embedding to NaN after `n` micro-batches: the next loss is NaN."""
 
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.seen = n, 0
+    def poison(model):
+        model.wte.embeddings.assign(np.full(model.wte.embeddings.shape, np.nan, "float32"))
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.n:
-            wte = self.model.wte.embeddings
-            wte.assign(np.full(wte.shape, np.nan, "float32"))
+    return AfterMicroBatches(n, poison)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path, cache):
     out = tmp_path / "nan"
     with pytest.raises(LossNotFinite, match=r"nan at step 7; the last good checkpoint \(step 4\) is kept"):
-        train([corpus_file], out, callbacks=[PoisonAt(6)], steps=12, eval_interval=4, cache_dir=cache, **SMALL)
+        train([corpus_file], out, callbacks=[poison_at(6)], steps=12, eval_interval=4, cache_dir=cache, **SMALL)
     meta = checkpoint.load_meta(out)
     assert meta["state"]["step"] == 4 and np.isfinite(meta["metrics"]["val_loss"])
     model, _, _ = checkpoint.load_model(out)
