@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgellm.sampling import SamplingState, build_processors, process
+from edgellm.sampling import SamplingState, build_processors, log_softmax, process
 
 
 @dataclass
@@ -60,7 +60,7 @@ class BeamSearch:
     def step(self, logits: np.ndarray, state: SamplingState) -> tuple[np.ndarray, np.ndarray]:
         """logits (rows, vocab) -> each row's next token and the row it continues (rows,), (rows,)."""
         rows, vocab = logits.shape
-        log_probs = _log_softmax(process(logits, state, self.processors))  # (rows, vocab)
+        log_probs = log_softmax(process(logits, state, self.processors))  # (rows, vocab)
         candidates = self.scores[:, None] + log_probs  # (rows, vocab)
         tokens = np.full(rows, self.pad, np.int64)
         parents = np.arange(rows)
@@ -113,8 +113,3 @@ class BeamSearch:
     def results(self, prompt: int, count: int) -> list[Hypothesis]:
         """The `count` best hypotheses of a prompt, best first."""
         return self.finished[prompt][:count]
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

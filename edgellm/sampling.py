@@ -155,7 +155,7 @@ def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
 
 def typical_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     # Meister et al. 2022: rank tokens by |surprise - entropy|, keep them up to mass typical_p
-    log_probs = _log_softmax(logits)
+    log_probs = log_softmax(logits)
     probs = np.exp(log_probs)
     entropy = -(probs * np.where(probs > 0, log_probs, 0.0)).sum(-1, keepdims=True)
     order = np.argsort(np.abs(-log_probs - entropy), axis=-1, kind="stable")
@@ -240,6 +240,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis, computed stably."""
     shifted = x - x.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

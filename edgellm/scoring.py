@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgellm.sampling import log_softmax
+
 WINDOWS_PER_RUN = 16
 
 
@@ -64,8 +66,7 @@ def score_ids(model, ids: list[int]) -> list[float]:
         rows = batch.shape[0]
         logits, _ = model.forward(batch, np.ones_like(batch), np.tile(np.arange(width), (rows, 1)),
                                   model.empty_past(rows))
-        shifted = logits - logits.max(-1, keepdims=True)  # (windows, width, vocab)
-        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        log_probs = log_softmax(logits)  # (windows, width, vocab)
         for row, (start, first) in enumerate(group):
             targets = batch[row, first:]  # tokens predicted from position first - 1 on
             picked = log_probs[row, np.arange(first - 1, width - 1), targets]

@@ -78,6 +78,7 @@ def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: 
 def measure(folder: Path, windows: np.ndarray | None, prompt: str = "\n", new_tokens: int = 64) -> dict:
     """File size, validation perplexity (if windows) and greedy decode tokens/s of a model folder."""
     from edgellm.generator import Generator
+    from edgellm.sampling import log_softmax
 
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
     figures = {"file_bytes": (Path(folder) / "model.onnx").stat().st_size}
@@ -86,9 +87,7 @@ def measure(folder: Path, windows: np.ndarray | None, prompt: str = "\n", new_to
         for row in windows.astype(np.int64):
             x, y = row[None, :-1], row[1:]
             logits, _ = runtime.forward(x, np.ones_like(x), np.arange(x.shape[1])[None], runtime.empty_past(1))
-            logits = logits[0].astype(np.float64)
-            logp = logits - logits.max(-1, keepdims=True)
-            logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+            logp = log_softmax(logits[0].astype(np.float64))  # (context, vocab)
             nats -= float(logp[np.arange(len(y)), y].sum())
             count += len(y)
         figures["val_loss"] = nats / count
