@@ -157,7 +157,9 @@ def _short(value) -> str:
 
 
 class StopMatcher:
-    """Cuts streamed text at the first stop string, holding back any tail that may begin one.
+    """Cuts streamed text at the stop string that starts first, holding back any tail that may
+    begin one. A stop found in the text is acted on only once no stop starting earlier can still
+    complete (with stops "\\n" and ":\\n:", the text ":\\n" waits for the next piece).
 
     Example:
         >>> matcher = StopMatcher(["\\nUser:"])
@@ -172,21 +174,27 @@ class StopMatcher:
     def push(self, piece: str) -> tuple[str, bool]:
         """Text that is safe to send now, and whether a stop string was found."""
         text = self.held + piece
-        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if found:
+        cut = self._first_stop(text)
+        longest = max((len(s) for s in self.stops), default=1)
+        # the first position where a stop may begin that the text so far does not complete
+        pending = next((j for j in range(max(0, len(text) - longest + 1), len(text))
+                        if any(len(s) > len(text) - j and s.startswith(text[j:]) for s in self.stops)),
+                       len(text))
+        if cut is not None and cut <= pending:
             self.held = ""
-            return text[:min(found)], True
-        keep = 0
-        for size in range(min(len(text), max((len(s) for s in self.stops), default=1) - 1), 0, -1):
-            if any(s.startswith(text[-size:]) for s in self.stops):
-                keep = size
-                break
-        self.held = text[len(text) - keep:]
-        return text[:len(text) - keep], False
+            return text[:cut], True
+        self.held = text[pending:]
+        return text[:pending], False
 
-    def flush(self) -> str:
-        held, self.held = self.held, ""
-        return held
+    def flush(self) -> tuple[str, bool]:
+        """At the end of the text: what was held back, cut at a stop it holds, and whether it did."""
+        text, self.held = self.held, ""
+        cut = self._first_stop(text)
+        return (text, False) if cut is None else (text[:cut], True)
+
+    def _first_stop(self, text: str) -> int | None:
+        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return min(found) if found else None
 
 
 # ---- response bodies ------------------------------------------------------------------------

@@ -58,7 +58,10 @@ class Job:
                     token = next(tokens)
                 except StopIteration as end:
                     text, stopped = self.matcher.push(decoder.flush())
-                    self._emit(emit, text if stopped else text + self.matcher.flush())
+                    if not stopped:
+                        held, stopped = self.matcher.flush()
+                        text += held
+                    self._emit(emit, text)
                     self.finish_reason = "stop" if stopped else end.value
                     return
                 self.completion_tokens += 1
