@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+POSITION_EMBEDDINGS = ("learned", "rope", "alibi")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -27,7 +29,9 @@ class ModelConfig:
     dropout: float = 0.0
     use_bias: bool = False
     tie_embeddings: bool = True
-    position_embedding: str = "learned"  # "learned" (GPT-2's table) or "rope" (rotary, relative)
+    # "learned" (GPT-2's table), "rope" (rotary, relative) or "alibi" (a per-head penalty growing
+    # with distance: no position weights, and a built-in preference for recent tokens)
+    position_embedding: str = "learned"
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_size"):
@@ -39,8 +43,8 @@ class ModelConfig:
                 "hidden_size must be divisible by num_heads. "
                 f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}"
             )
-        if self.position_embedding not in ("learned", "rope"):
-            raise ValueError("position_embedding must be 'learned' or 'rope'. "
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}. "
                              f"Received: position_embedding={self.position_embedding!r}")
         if self.position_embedding == "rope" and self.head_dim % 2:
             raise ValueError(f"Rotary position embeddings need an even head size. Received: "

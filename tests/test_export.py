@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import TINY
 from edgellm.generator import load
 
 
@@ -105,3 +106,19 @@ def test_padded_batch_rows_match_single_rows(tiny_folder):
         alone_tokens, alone_logits = onnx_greedy_batch(runtime, [row], steps=6)
         assert tokens[b] == alone_tokens[0]
         assert np.abs(logits[b][0] - alone_logits[0][0]).max() < 1e-4
+
+
+def test_alibi_positions_export_with_parity_on_padded_batches(corpus_file, tmp_path):
+    """ALiBi's distance penalty is computed from cache slots: the export gate checks it against
+    Keras at batch 1 and on a left-padded batch of 3."""
+    from edgellm.export.onnx_export import export
+    from edgellm.training.model import alibi_slopes
+    from edgellm.training.train import train
+
+    assert alibi_slopes(4).tolist() == [2**-2, 2**-4, 2**-6, 2**-8]
+    assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]  # the paper's rule
+    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "positions": "alibi"})
+    export(tmp_path / "ckpt", tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["architecture"]["position_embedding"] == "alibi"
+    assert load(tmp_path / "model").generate("ROMEO:", temperature=0.0, max_new_tokens=5).token_ids

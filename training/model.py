@@ -1,7 +1,8 @@
 """The decoder-only Transformer, in Keras 3 with keras.ops only (TensorFlow, JAX or PyTorch backend).
 
-Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Learned position embeddings,
-optionally tied input/output embeddings. Under mixed precision (a "mixed_bfloat16" or
+Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Positions are a learned table
+(GPT-2), rotary embeddings (rope) or ALiBi (a per-head linear penalty on the query-key distance,
+added to the attention scores); optionally tied input/output embeddings. Under mixed precision (a "mixed_bfloat16" or
 "mixed_float16" dtype policy when the model is built) weights stay float32; attention softmax and
 logits are computed in float32. One forward pass serves training (no cache) and the
 exported decoder (past keys/values in, present keys/values out).
@@ -42,7 +43,7 @@ class CausalSelfAttention(layers.Layer):
         self.attn_dropout = layers.Dropout(config.dropout)
 
     def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None):
-        # x: (batch, seq, hidden); bias: (batch or 1, 1, seq, past + seq)
+        # x: (batch, seq, hidden); bias: (batch or 1, heads or 1, seq, past + seq)
         # rotary: None, or (cos, sin), each (batch, 1, seq, head_dim / 2)
         shape = ops.shape(x)
         batch, seq = shape[0], shape[1]
@@ -63,6 +64,17 @@ class CausalSelfAttention(layers.Layer):
         y = ops.matmul(self.attn_dropout(weights, training=training), v)  # (batch, heads, seq, head_dim)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
         return self.proj(y), k, v
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes (Press et al., 2022): 2^(-8i/n) for i = 1..n when n is a power of two;
+    otherwise those of the power of two below, then every other slope of the one above."""
+    def geometric(n):
+        return 2.0 ** (-8.0 / n * np.arange(1, n + 1))
+
+    below = 2 ** int(math.log2(num_heads))
+    slopes = np.concatenate([geometric(below), geometric(2 * below)[0::2][: num_heads - below]])
+    return slopes.astype("float32")
 
 
 def _rotate(x, cos, sin):
@@ -112,7 +124,7 @@ class GPT(keras.Model):
         self.config = config
         self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
                                     embeddings_initializer=_init(0.02), name="wte")
-        self.wpe = None if config.position_embedding == "rope" else layers.Embedding(
+        self.wpe = None if config.position_embedding != "learned" else layers.Embedding(
             config.context_length, config.hidden_size, embeddings_initializer=_init(0.01), name="wpe")
         self.drop = layers.Dropout(config.dropout)
         self.blocks = [Block(config, name=f"block_{i}") for i in range(config.num_layers)]
@@ -157,12 +169,18 @@ class GPT(keras.Model):
         if attention_mask is not None:
             allowed = ops.logical_and(allowed, ops.cast(attention_mask, "bool")[:, None, None, :])
         bias = ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
+        if self.config.position_embedding == "alibi":
+            # distance in cache slots: left padding sits before a row's first token, so between two
+            # real tokens it equals the distance in positions
+            distance = ops.cast(ops.expand_dims(query_pos, 1) - ops.expand_dims(key_pos, 0), "float32")
+            slopes = alibi_slopes(self.config.num_heads)[None, :, None, None]
+            bias = bias - slopes * distance[None, None, :, :]  # (1 or batch, heads, seq, total)
 
         x = self.wte(input_ids)  # (batch, seq, hidden)
         rotary = None
-        if self.wpe is None:
+        if self.config.position_embedding == "rope":
             rotary = rotary_tables(position_ids, self.config.head_dim)
-        else:
+        elif self.wpe is not None:
             x = x + self.wpe(position_ids)
         x = self.drop(x, training=training)
         presents = []

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgellm.config import POSITION_EMBEDDINGS
+
 PRECISIONS = ("float32", "bfloat16", "float16")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
@@ -49,8 +51,9 @@ class TrainOptions:
     dropout: float = _opt(0.0, "Dropout rate (embeddings, attention weights, residual branches).")
     bias: bool = _opt(False, "Biases in the Dense and LayerNorm layers.")
     tie_embeddings: bool = _opt(True, "Share the token embedding with the output layer.")
-    positions: str = _opt("learned", "Position embeddings: a learned table (GPT-2) or rotary (rope), "
-                                     "which encodes relative positions.", choices=("learned", "rope"))
+    positions: str = _opt("learned", "Positions: a learned table (GPT-2), rotary (rope: relative "
+                                     "positions) or alibi (a per-head penalty on distance: favours "
+                                     "recent tokens).", choices=POSITION_EMBEDDINGS)
     # optimisation
     batch_size: int = _opt(32, "Windows per micro-batch.")
     grad_accum: int = _opt(1, "Micro-batches averaged into one optimizer step "
