@@ -8,6 +8,7 @@ when called, so `edgellm generate` never loads TensorFlow or Keras.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -202,7 +203,10 @@ def chat(model, providers, threads, user, bot, system, **options):
 @click.option("--max-examples", type=click.IntRange(min=1), help="translation, qa: only the first N examples.")
 @click.option("--num-beams", type=click.IntRange(min=1), default=1, help="translation, qa: beam search width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(file, model, providers, threads, task, max_chars, max_examples, num_beams, as_json):
+@click.option("--record", is_flag=True,
+              help="Also keep the metrics, with this command, in the model folder's config.json and "
+                   "model card (README.md).")
+def evaluate_command(file, model, providers, threads, task, max_chars, max_examples, num_beams, as_json, record):
     """Evaluate a model on FILE through its ONNX model (the one apps run)."""
     from edgellm.evaluate import TASKS, evaluate
 
@@ -222,6 +226,12 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     _print_metrics(metrics, as_json)
+    if record:
+        from edgellm.evaluate import record as record_evaluation
+
+        command = "edgellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        record_evaluation(loaded.folder.path, task, file, metrics, command)
+        click.echo(f"recorded in {loaded.folder.path / 'README.md'}", err=True)
 
 
 @main.command(context_settings=CONTEXT)

@@ -76,3 +76,29 @@ def evaluate(model, path: str | Path, task: str = "lm", **options) -> dict:
     if task not in TASKS:
         raise ValueError(f"Unknown evaluation task {task!r}. Allowed: {', '.join(TASKS)}")
     return TASKS[task](model, path, **options)
+
+
+def record(folder: str | Path, task: str, path: str | Path, metrics: dict, command: str) -> None:
+    """Keep an evaluation in a model folder: config.json's provenance["evaluations"] (one entry
+    per task and file, replaced on a rerun) and the model card rendered from it.
+
+    Both files are replaced atomically, so an interruption leaves the folder as it was.
+    """
+    import datetime
+    import json
+    import os
+
+    from edgellm.export import model_card
+    from edgellm.model_folder import CONFIG_FILE
+
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    evaluations = config.setdefault("provenance", {}).setdefault("evaluations", {})
+    evaluations[f"{task} {Path(path).as_posix()}"] = {
+        "task": task, "file": Path(path).as_posix(), "metrics": metrics, "command": command,
+        "date": datetime.date.today().isoformat()}
+    card = model_card.render(folder.name, config, folder)
+    for name, text in ((CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n"), ("README.md", card)):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / name)

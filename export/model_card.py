@@ -29,7 +29,8 @@ def render(name: str, config: dict, folder: Path) -> str:
         "",
         "## Data and training",
         "",
-        f"- data: {data} (see the licence note beside each file in the edgellm repository)",
+        f"- data: {data}" + ("" if prov.get("data_licences") else
+                             " (see the licence note beside each file in the edgellm repository)"),
         f"- steps: {metrics.get('steps')}, batch {training.get('batch_size')} x {training.get('context')} "
         f"tokens, seed {training.get('seed')}, {_fmt(metrics.get('train_seconds'), '.0f')} s of training",
         f"- command: `{command}`",
@@ -47,6 +48,7 @@ def render(name: str, config: dict, folder: Path) -> str:
     ]
     if (folder / "loss_curve.png").is_file():
         lines += ["![loss curve](loss_curve.png)", ""]
+    lines += _evaluations(prov.get("evaluations") or {})
     lines += [
         "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
         "",
@@ -64,12 +66,34 @@ def render(name: str, config: dict, folder: Path) -> str:
         "",
         "## Intended use and licence",
         "",
-        "A demonstration and test model for edgellm: text in the style of its training data. Not "
-        "for factual answers. The weights are released under the edgellm licence (Apache-2.0); the "
-        "training text's own licence is noted beside it in the repository.",
+        TASK_USE if config.get("prompt_template") == "completion" else TEXT_USE,
+        "",
+        "The weights are released under the edgellm licence (Apache-2.0); the training data's own "
+        "licence " + ("and attribution follow." if prov.get("data_licences") else "is noted beside it in the repository."),
         "",
     ]
+    for path, text in (prov.get("data_licences") or {}).items():
+        lines += [f"### Data licence: `{path}`", "", *[f"> {line}".rstrip() for line in text.strip().splitlines()], ""]
     return "\n".join(lines)
+
+
+TEXT_USE = ("A demonstration and test model for edgellm: text in the style of its training data. Not "
+            "for factual answers.")
+TASK_USE = ("A task model: give it a prompt written like the prompts of its training pairs; the "
+            "runtime adds the completion template (config.json's `prompt_template`) and stops at the "
+            "end of the completion. It knows only its task and the words of its training data.")
+
+
+def _evaluations(evaluations: dict) -> list[str]:
+    """A table per evaluation kept by `edgellm eval --record`."""
+    lines = []
+    for entry in evaluations.values():
+        metrics = entry["metrics"]
+        lines += [f"## Evaluation: {entry['task']} on `{entry['file']}` ({entry['date']})", "",
+                  "| metric | value |", "|---|---|",
+                  *[f"| {k} | {format(v, '.4f') if isinstance(v, float) else v} |" for k, v in metrics.items()],
+                  "", f"- command: `{entry['command']}`", ""]
+    return lines
 
 
 def _variants_table(variants: dict, shipped: str) -> list[str]:

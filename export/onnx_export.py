@@ -167,7 +167,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special))
         provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
                       "data": meta.get("data"), "training": meta.get("training"),
-                      "metrics": meta.get("metrics"),
+                      "metrics": meta.get("metrics"), "data_licences": _data_licences(meta.get("data") or []),
                       "versions": {**meta.get("versions", {}), **_export_versions()}}
         config = {
             "format_version": model_folder.FORMAT_VERSION,
@@ -210,6 +210,16 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return provenance
+
+
+def _data_licences(files: list[str]) -> dict:
+    """The LICENSE.md beside each training file, when there is one, for the model card."""
+    found = {}
+    for file in files:
+        licence = Path(file).parent / "LICENSE.md"
+        if licence.is_file():
+            found[str(Path(file).parent / "LICENSE.md")] = licence.read_text(encoding="utf-8")
+    return found
 
 
 def genai_config(cfg, special: dict) -> dict:

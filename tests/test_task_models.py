@@ -1,6 +1,7 @@
 """Task models end to end on real bAbI data: --examples training, export, template, eval."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ def babi(tmp_path_factory):
     subprocess.run([sys.executable, REPO / "data" / "babi-qa1" / "to_jsonl.py", out], check=True, capture_output=True)
     lines = (out / "train.jsonl").read_text().splitlines()
     (out / "small.jsonl").write_text("\n".join(lines[:400]) + "\n")
+    shutil.copy(REPO / "data" / "babi-qa1" / "LICENSE.md", out)  # the model card quotes it
     return out
 
 
@@ -46,13 +48,20 @@ def test_task_model_folder_applies_the_template(task_folder):
     assert model.generate(prompt, temperature=0.0, max_new_tokens=6).token_ids == by_ids
 
 
-def test_eval_qa_through_the_cli(task_folder, babi):
+def test_eval_qa_through_the_cli_and_record_it_in_the_model_card(task_folder, babi):
     result = subprocess.run([sys.executable, "-m", "edgellm", "eval", "--task", "qa", babi / "test.jsonl",
-                             "-m", task_folder, "--max-examples", "12", "--json"], capture_output=True, text=True)
+                             "-m", task_folder, "--max-examples", "12", "--json", "--record"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "qa" and metrics["examples"] == 12 and 0.0 <= metrics["exact_match"] <= 1.0
     assert metrics["too_long"] == 0  # every bAbI test prompt fits in the context
+    kept = json.loads((task_folder / "config.json").read_text())["provenance"]["evaluations"]
+    assert [e["metrics"] for e in kept.values()] == [metrics]
+    card = (task_folder / "README.md").read_text()
+    assert "## Evaluation: qa on" in card and f"| exact_match | {metrics['exact_match']:.4f} |" in card
+    assert "--max-examples 12" in card and "A task model" in card
+    assert "### Data licence" in card and "> (10,000 train and 1,000 test questions). Licence: Creative Commons Attribution 3.0" in card
 
 
 def test_translation_metrics_group_references_of_a_repeated_prompt(task_folder, babi):

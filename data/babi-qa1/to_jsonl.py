@@ -1,31 +1,72 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py [OUT_DIR]   # writes train.jsonl and test.jsonl (default: here)
+    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K]
+
+writes train.jsonl and test.jsonl (default: here). `--relabel K` adds K copies of each training
+story in which the people and the places are renamed by a random permutation of those the
+training stories use (seeded, so the file is the same on every run). A renamed story asks the
+same question about the same events, so the answer is still right; what it removes is any
+pairing of a name with a place for the model to memorise. Each story is followed by its copies,
+so a validation split taken from the end of the file holds whole groups. The test file is never
+changed.
 """
 
+import argparse
 import json
-import sys
+import random
+import re
 from pathlib import Path
 
 
-def examples(path: Path) -> list[dict]:
-    story, out = [], []
+def stories(path: Path) -> list[list[str]]:
+    """The task file as stories: each a list of lines, questions as `question<TAB>answer`."""
+    out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         number, _, text = line.partition(" ")
         if number == "1":  # a new story
-            story = []
-        if "\t" in text:
-            question, answer, _support = text.split("\t")
-            out.append({"prompt": "\n".join([*story, question.strip()]), "completion": " " + answer})
-        else:
-            story.append(text)
+            out.append([])
+        out[-1].append("\t".join(text.split("\t")[:2]))
     return out
 
 
+def examples(story: list[str]) -> list[dict]:
+    told, out = [], []
+    for line in story:
+        if "\t" in line:
+            question, answer = line.split("\t")
+            out.append({"prompt": "\n".join([*told, question.strip()]), "completion": " " + answer})
+        else:
+            told.append(line)
+    return out
+
+
+def relabel(story: list[str], people: list[str], places: list[str], rng: random.Random) -> list[str]:
+    rename = dict(zip(people, rng.sample(people, len(people)))) | dict(zip(places, rng.sample(places, len(places))))
+    word = re.compile(r"\b(" + "|".join(rename) + r")\b")
+    return [word.sub(lambda m: rename[m.group(1)], line) for line in story]
+
+
+def people_and_places(all_stories: list[list[str]]) -> tuple[list[str], list[str]]:
+    statements = [line.rstrip(".").split() for story in all_stories for line in story if "\t" not in line]
+    return sorted({s[0] for s in statements}), sorted({s[-1] for s in statements})
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--relabel", type=int, default=0, metavar="K",
+                        help="add K renamed copies of each training story (default 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
     here = Path(__file__).parent
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else here
     for split in ("train", "test"):
-        rows = examples(here / f"qa1_single-supporting-fact_{split}.txt")
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        told = stories(here / f"qa1_single-supporting-fact_{split}.txt")
+        if split == "train" and args.relabel:
+            rng = random.Random(args.seed)
+            people, places = people_and_places(told)
+            # each story followed by its copies, so the held-out tail of the file is whole groups
+            told = [s for story in told for s in [story] + [relabel(story, people, places, rng)
+                                                           for _ in range(args.relabel)]]
+        rows = [row for story in told for row in examples(story)]
+        (args.out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{split}: {len(rows)} questions")
