@@ -95,7 +95,8 @@ def train_speed(shape: dict, ids: np.ndarray, steps: int, warmup: int, lr: float
         return loss
 
     started = time.perf_counter()
-    float(step())  # compiles; float() waits for the device
+    loss = step()  # compiles
+    float(loss)  # waits for the device
     first_step = time.perf_counter() - started
     for _ in range(warmup - 1):
         loss = step()
