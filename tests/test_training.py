@@ -1,5 +1,6 @@
 """Training on real text: options, data cache, optimizer, exact resume, stops, backends, errors."""
 
+import inspect
 import json
 import os
 import signal
@@ -79,6 +80,43 @@ def test_weight_decay_reaches_matrices_only():
     assert all(p.endswith("kernel") for p in decayed) and len(decayed) == 5  # qkv, proj, fc, fc_proj, lm_head
     assert sorted(p.rsplit("/", 1)[1] for p in kept) == sorted(
         ["embeddings"] * 2 + ["gamma", "beta"] * 3 + ["bias"] * 4)
+
+
+def fused_minus_standard(positions: str) -> tuple[float, float]:
+    """Max |logits| difference between fused and standard attention on the same random weights,
+    and max |logits|. Runs under whichever backend Keras has (the JAX test runs this source)."""
+    import keras
+    import numpy as np
+
+    from edgellm.config import ModelConfig
+    from edgellm.training.model import GPT
+
+    config = ModelConfig(vocab_size=97, context_length=24, num_layers=2, num_heads=4, hidden_size=32,
+                         position_embedding=positions)
+    rng = np.random.default_rng(0)
+    standard = GPT(config).build_weights()
+    # weights far from the 0.02 initialisation, so attention is far from uniform
+    standard.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in standard.get_weights()])
+    fused = GPT(config, attention="fused").build_weights()
+    fused.set_weights(standard.get_weights())
+    ids = rng.integers(0, 97, (3, 20)).astype("int32")
+    a, b = (keras.ops.convert_to_numpy(m(ids, training=True)) for m in (standard, fused))
+    return float(np.abs(a - b).max()), float(np.abs(a).max())
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_fused_attention_gives_the_standard_logits(backend):
+    kinds = ("learned", "rope", "alibi")
+    if backend == "tensorflow":
+        results = {kind: fused_minus_standard(kind) for kind in kinds}
+    else:
+        pytest.importorskip("jax")
+        code = inspect.getsource(fused_minus_standard) + f"print(json.dumps({{k: fused_minus_standard(k) for k in {kinds!r}}}))"
+        results = json.loads(run_python("import json\n" + code, {"KERAS_BACKEND": "jax"}).stdout)
+    for kind, (difference, size) in results.items():
+        assert difference < 1e-5 and size > 1.0, (kind, difference, size)
+    with pytest.raises(ValueError, match="attention must be one of standard, fused. Received: attention='flash'"):
+        GPT(ModelConfig(vocab_size=64, context_length=8, num_heads=2, hidden_size=16), attention="flash")
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -232,20 +270,38 @@ def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
-def test_jax_backend_trains_and_data_parallel_matches_one_device(corpus_file, tmp_path, cache):
+def test_jax_backend_trains_without_tensorflow_and_its_checkpoint_exports(corpus_file, tmp_path, cache):
+    """Under JAX, as on a GPU machine without TensorFlow: train (fused attention, accumulation,
+    a time budget), and data parallelism matches one device; then export here, under TensorFlow."""
     pytest.importorskip("jax")
     result = run_python(f"""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of it now fails, as where it is not installed
         import keras
+        from edgellm.training import checkpoint
         from edgellm.training.train import train
         assert keras.backend.backend() == "jax"
-        options = dict({SMALL!r}, steps=6, eval_interval=3, eval_tokens=4 * 32, cache_dir={cache!r}, xla=True)
-        one = train([{str(corpus_file)!r}], {str(tmp_path / "one")!r}, **options)
+        options = dict({SMALL!r}, steps=6, eval_interval=3, eval_tokens=4 * 32, cache_dir={cache!r}, xla=True,
+                       attention="fused", grad_accum=2)
+        one = train([{str(corpus_file)!r}], {str(tmp_path / "one")!r}, **dict(options, tensorboard=True, verbose=2))
         two = train([{str(corpus_file)!r}], {str(tmp_path / "two")!r}, distribute="mirrored", **options)
+        cut = train([{str(corpus_file)!r}], {str(tmp_path / "cut")!r}, **dict(options, steps=10**6, time_budget=2.0))
+        state = checkpoint.load_meta({str(tmp_path / "cut")!r})["state"]
+        assert 0 < state["step"] < 10**6 and state["micro_step"] == 2 * state["step"] == 2 * cut["steps"], state
         print(one["val_loss"], two["val_loss"])
         """, {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    one, two = map(float, result.stdout.split())
+    one, two = map(float, result.stdout.splitlines()[-1].split())
     assert one < np.log(300) and two == pytest.approx(one, abs=1e-4)
-    assert json.loads((tmp_path / "two" / "checkpoint.json").read_text())["versions"]["backend"] == "jax"
+    assert "TensorBoard logs need tensorflow" in result.stderr
+    meta = json.loads((tmp_path / "one" / "checkpoint.json").read_text())
+    assert meta["versions"]["backend"] == "jax" and meta["state"]["micro_step"] == 12
+    assert [row["step"] for row in checkpoint.read_history(tmp_path / "one")] == [3, 6]
+
+    from edgellm.export.onnx_export import export
+    from edgellm.generator import load
+
+    export(tmp_path / "one", tmp_path / "model")  # checks ONNX against this process's Keras first
+    assert load(tmp_path / "model").generate("ROMEO:", max_new_tokens=8, temperature=0.0).text
 
 
 def test_tensorflow_mirrored_on_two_cpu_devices_matches_one_device(corpus_file, tmp_path, cache):

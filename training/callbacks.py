@@ -3,11 +3,18 @@
 Training runs as a series of `fit` calls, one per evaluation interval (see train.py). Each call
 starts at global micro-batch `start`; `RunControl` counts the micro-batches it runs, which is
 where the next call (or a resumed run) picks up the data.
+
+None of them reads a step's results in the training loop itself: counting and stopping happen in
+`on_train_batch_begin`, which needs no results, and what needs the loss is `async_safe`. So
+under JAX (and PyTorch) Keras dispatches the batch-end callbacks to a worker thread and the next
+step is queued while the device still runs this one, as in a bare `fit`; under TensorFlow Keras
+calls them in the loop.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import keras
@@ -23,8 +30,11 @@ class RunControl(keras.callbacks.Callback):
     `interrupted` is set (by the Ctrl-C handler in train.py).
 
     Tokens per second are measured from the end of the first batch of each `fit` call, so
-    tracing and compilation are not counted.
+    tracing and compilation are not counted. The stop is decided as a batch is started (the
+    batch then runs, and `fit` stops after it), so it never waits for a step's results.
     """
+
+    async_safe = True  # on_train_batch_end only measures; it may run in Keras's worker thread
 
     def __init__(self, tokens_per_batch: int, grad_accum: int, time_budget: float | None, started: float):
         super().__init__()
@@ -33,27 +43,31 @@ class RunControl(keras.callbacks.Callback):
         self.start = self.position = 0  # global micro-batch at the start of this fit call / now
         self.rate = float("nan")
         self.expired = self.interrupted = False
+        self._lock = threading.Lock()
 
     def begin(self, start: int) -> None:
         self.start = self.position = start
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.t0, self.timed = None, 0
+        self.first = self.last = None  # (batch, time) of the first and latest finished batches
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.position += 1
-        now = time.perf_counter()
-        if self.t0 is None:
-            self.t0 = now
-        else:
-            self.timed += 1
-            self.rate = self.timed * self.tokens_per_batch / (now - self.t0)
-            if logs is not None:
-                logs["tokens_per_sec"] = round(self.rate)
+    def on_train_batch_begin(self, batch, logs=None):
+        self.position = self.start + batch + 1  # counted as started: a started batch always runs
         if self.position % self.grad_accum == 0:
-            self.expired = self.deadline is not None and now >= self.deadline
+            self.expired = self.deadline is not None and time.perf_counter() >= self.deadline
             if self.expired or self.interrupted:
                 self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        with self._lock:  # worker threads may finish batches out of order
+            if self.first is None:
+                self.first = (batch, now)
+            elif batch > self.first[0] and (self.last is None or batch > self.last[0]):
+                self.last = (batch, now)
+                self.rate = (batch - self.first[0]) * self.tokens_per_batch / (now - self.first[1])
+            if logs is not None and self.last is not None:
+                logs["tokens_per_sec"] = round(self.rate)
 
     @property
     def step(self) -> int:
@@ -65,8 +79,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raises LossNotFinite at the first micro-batch whose loss is NaN or infinite.
 
     Raising, rather than keras.callbacks.TerminateOnNaN's stop flag, ends `fit` before the broken
-    weights are validated or saved, so the last good checkpoint stays in place.
+    weights are saved, so the last good checkpoint stays in place. Where Keras runs this in its
+    worker thread (JAX), the error reaches the loop a few steps later, at the latest before the
+    interval's checkpoint.
     """
+
+    async_safe = True
 
     def __init__(self, control: RunControl):
         super().__init__()
@@ -75,8 +93,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            micro_batches = self.control.start + batch + 1
             raise LossNotFinite(f"the training loss became {float(loss)} at step "
-                                f"{math.ceil(self.control.position / self.control.grad_accum)}")
+                                f"{math.ceil(micro_batches / self.control.grad_accum)}")
 
 
 class Recorder(keras.callbacks.Callback):

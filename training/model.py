@@ -5,7 +5,10 @@ Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Positions are a 
 added to the attention scores); optionally tied input/output embeddings. Under mixed precision (a "mixed_bfloat16" or
 "mixed_float16" dtype policy when the model is built) weights stay float32; attention softmax and
 logits are computed in float32. One forward pass serves training (no cache) and the
-exported decoder (past keys/values in, present keys/values out).
+exported decoder (past keys/values in, present keys/values out). With `attention="fused"` the
+training pass calls `keras.ops.dot_product_attention` (cuDNN flash attention under JAX on a GPU in
+bfloat16/float16, `scaled_dot_product_attention` under PyTorch); the decoder keeps the explicit
+matmuls, which tf2onnx converts.
 
 Example:
     >>> from edgellm.config import ModelConfig
@@ -23,6 +26,7 @@ import numpy as np
 from keras import layers, ops
 
 from edgellm.config import ModelConfig
+from edgellm.training.options import ATTENTIONS
 
 NEG_INF = -1e9  # additive mask value; finite so a fully masked row (a pad query) stays NaN-free
 
@@ -42,12 +46,20 @@ class CausalSelfAttention(layers.Layer):
                                  kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
         self.attn_dropout = layers.Dropout(config.dropout)
 
-    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None):
-        # x: (batch, seq, hidden); bias: (batch or 1, heads or 1, seq, past + seq)
+    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
+        # x: (batch, seq, hidden); bias: (batch or 1, heads or 1, seq, past + seq), or with `fused`
+        # (no cache) None or ALiBi's penalty alone, the causal mask being the kernel's
         # rotary: None, or (cos, sin), each (batch, 1, seq, head_dim / 2)
         shape = ops.shape(x)
         batch, seq = shape[0], shape[1]
         qkv = ops.reshape(self.qkv(x), (batch, seq, 3, self.num_heads, self.head_dim))
+        if fused:  # the layout the kernels take, (batch, seq, heads, head_dim); no attention dropout
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            if rotary is not None:
+                cos, sin = (ops.transpose(t, (0, 2, 1, 3)) for t in rotary)  # (batch, seq, 1, head_dim / 2)
+                q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            y = ops.dot_product_attention(q, k, v, bias=bias, is_causal=True)  # (batch, seq, heads, head_dim)
+            return self.proj(ops.reshape(y, (batch, seq, self.num_heads * self.head_dim))), None, None
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
         q, k, v = qkv[0], qkv[1], qkv[2]
         if rotary is not None:  # cached keys are stored rotated at their own positions
@@ -104,8 +116,8 @@ class Block(layers.Layer):
                                     kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
         self.dropout = layers.Dropout(config.dropout)
 
-    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None):
-        a, k, v = self.attn(self.ln_1(x), bias, rotary, past_key, past_value, training=training)
+    def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
+        a, k, v = self.attn(self.ln_1(x), bias, rotary, past_key, past_value, training=training, fused=fused)
         x = x + self.dropout(a, training=training)
         # tanh GELU: exact GELU lowers to the TF op Erfc, which tf2onnx cannot convert
         m = self.fc_proj(keras.activations.gelu(self.fc(self.ln_2(x)), approximate=True))
@@ -116,12 +128,16 @@ class GPT(keras.Model):
     """Decoder-only Transformer built from a `ModelConfig`.
 
     `call(input_ids)` is the training forward pass: (batch, seq) ids -> (batch, seq, vocab) logits.
-    `decode(...)` is the exported forward pass with a KV cache.
+    `decode(...)` is the exported forward pass with a KV cache. `attention` ("standard" or
+    "fused") chooses how `call` computes attention; `decode` always uses the standard matmuls.
     """
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, attention: str = "standard", **kwargs):
         super().__init__(**kwargs)
-        self.config = config
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}. Received: "
+                             f"attention={attention!r}")
+        self.config, self.attention = config, attention
         self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
                                     embeddings_initializer=_init(0.02), name="wte")
         self.wpe = None if config.position_embedding != "learned" else layers.Embedding(
@@ -168,13 +184,16 @@ class GPT(keras.Model):
         allowed = allowed[None, None, :, :]  # (1, 1, seq, total)
         if attention_mask is not None:
             allowed = ops.logical_and(allowed, ops.cast(attention_mask, "bool")[:, None, None, :])
-        bias = ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
+        # the fused kernel masks causally itself (is_causal): its bias is ALiBi's penalty or nothing
+        fused = self.attention == "fused" and past is None and attention_mask is None
+        bias = None if fused else ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
         if self.config.position_embedding == "alibi":
             # distance in cache slots: left padding sits before a row's first token, so between two
             # real tokens it equals the distance in positions
             distance = ops.cast(ops.expand_dims(query_pos, 1) - ops.expand_dims(key_pos, 0), "float32")
             slopes = alibi_slopes(self.config.num_heads)[None, :, None, None]
-            bias = bias - slopes * distance[None, None, :, :]  # (1 or batch, heads, seq, total)
+            penalty = slopes * distance[None, None, :, :]  # (1, heads, seq, total)
+            bias = -penalty if fused else bias - penalty  # (1 or batch, heads, seq, total)
 
         x = self.wte(input_ids)  # (batch, seq, hidden)
         rotary = None
@@ -186,7 +205,7 @@ class GPT(keras.Model):
         presents = []
         for i, block in enumerate(self.blocks):
             pk, pv = (None, None) if past is None else past[i]
-            x, k, v = block(x, bias, rotary, pk, pv, training=training)
+            x, k, v = block(x, bias, rotary, pk, pv, training=training, fused=fused)
             presents.append((k, v))
         x = self.ln_f(x)
         if self.lm_head is None:

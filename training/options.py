@@ -20,6 +20,7 @@ from pathlib import Path
 from edgellm.config import POSITION_EMBEDDINGS
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+ATTENTIONS = ("standard", "fused")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
 FIXED_ON_RESUME = ("tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
@@ -69,6 +70,10 @@ class TrainOptions:
     precision: str = _opt("float32", "Compute precision; bfloat16/float16 keep float32 weights.",
                           choices=PRECISIONS)
     xla: bool = _opt(True, "Compile the training step with XLA (about 7x faster on CPU under TensorFlow).")
+    attention: str = _opt("standard", "Attention in training: standard (explicit matmuls and softmax) "
+                                      "or fused (keras.ops.dot_product_attention: cuDNN flash attention "
+                                      "under JAX on a GPU in bfloat16/float16; no dropout on attention "
+                                      "weights). Export always uses standard.", choices=ATTENTIONS)
     distribute: str = _opt("none", "Data parallelism. mirrored: every GPU of this machine (or CPU "
                                    "devices if there is none); multiworker: several machines "
                                    "(see docs/training.md).", choices=DISTRIBUTIONS)

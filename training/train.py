@@ -107,7 +107,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
         if replicas > 1:  # every validation batch must split evenly over the devices
             validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
-        model = _build_model(config, opts.precision)
+        model = _build_model(config, opts.precision, opts.attention)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
         xla = opts.xla and distribute.xla_works(opts.distribute)
@@ -118,7 +118,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         model.optimizer.build(model.trainable_variables)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
-                      f"{opts.precision}, XLA {'on' if xla else 'off'}"
+                      f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
         control = RunControl(opts.batch_size * opts.context, opts.grad_accum, opts.time_budget, started)
@@ -171,7 +171,7 @@ def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, rec
                          f"{received}. Resume with the same data, or start a new --out.")
 
 
-def _build_model(config, precision: str):
+def _build_model(config, precision: str, attention: str = "standard"):
     import keras
 
     from edgellm.training.model import GPT
@@ -180,7 +180,7 @@ def _build_model(config, precision: str):
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:  # layers keep the policy they were built with; later models (export) stay float32
-        return GPT(config).build_weights()
+        return GPT(config, attention).build_weights()
     finally:
         keras.config.set_dtype_policy(before)
 
