@@ -1,14 +1,28 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K]
+    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance] [--who-questions]
 
 writes train.jsonl and test.jsonl (default: here). `--relabel K` adds K copies of each training
 story in which the people and the places are renamed by a random permutation of those the
 training stories use (seeded, so the file is the same on every run). A renamed story asks the
 same question about the same events, so the answer is still right; what it removes is any
 pairing of a name with a place for the model to memorise. Each story is followed by its copies,
-so a validation split taken from the end of the file holds whole groups. The test file is never
-changed.
+so a validation split taken from the end of the file holds whole groups.
+
+`--balance` evens out how far back the answer was told. In the task files 45% of the questions
+are about the person in the latest statement, 29% the one before, then 13%, 9%, 4%, so a model
+scores well above chance by answering the latest place, and small models trained on the file
+settle there without ever reading the question. Balanced, each of these groups (by the
+dataset's own supporting-fact ids) keeps at most as many questions as the third largest (a
+seeded random choice), and the latest place is right only about a quarter of the time.
+
+`--who-questions` adds, after each training question, one about a place its story mentions:
+"Who went to the kitchen?", answered with the last person whose statement ends there (read from
+the statements: the first word of the latest statement ending in that place). Answering it
+needs each place in a story to carry who went there, the half of the binding "Where is Mary?"
+needs that a model cannot find by reading only places.
+
+The test file is never changed.
 """
 
 import argparse
@@ -19,13 +33,21 @@ from pathlib import Path
 
 
 def stories(path: Path) -> list[list[str]]:
-    """The task file as stories: each a list of lines, questions as `question<TAB>answer`."""
+    """The task file as stories: each a list of lines, questions as `question<TAB>answer<TAB>
+    statements told since the supporting one`."""
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         number, _, text = line.partition(" ")
         if number == "1":  # a new story
             out.append([])
-        out[-1].append("\t".join(text.split("\t")[:2]))
+            statement_at = {}  # line number -> index among the story's statements
+        if "\t" in text:
+            question, answer, support = text.split("\t")
+            since = len(statement_at) - 1 - statement_at[support.split()[0]]
+            out[-1].append(f"{question}\t{answer}\t{since}")
+        else:
+            statement_at[number] = len(statement_at)
+            out[-1].append(text)
     return out
 
 
@@ -33,11 +55,34 @@ def examples(story: list[str]) -> list[dict]:
     told, out = [], []
     for line in story:
         if "\t" in line:
-            question, answer = line.split("\t")
-            out.append({"prompt": "\n".join([*told, question.strip()]), "completion": " " + answer})
+            question, answer, since = line.split("\t")
+            out.append({"prompt": "\n".join([*told, question.strip()]), "completion": " " + answer,
+                        "since": int(since)})
         else:
             told.append(line)
     return out
+
+
+def who_questions(rows: list[dict], rng: random.Random) -> list[dict]:
+    """After each row, a "Who went to the PLACE?" question on the same statements."""
+    out = []
+    for row in rows:
+        statements = row["prompt"].split("\n")[:-1]
+        last_to = {s.rstrip(".").split()[-1]: s.split()[0] for s in statements}  # the latest wins
+        place = rng.choice(sorted(last_to))
+        out += [row, {"prompt": "\n".join([*statements, f"Who went to the {place}?"]),
+                      "completion": " " + last_to[place], "since": None}]
+    return out
+
+
+def balance(rows: list[dict], rng: random.Random) -> list[dict]:
+    """Keep at most as many questions per `since` group as the third largest group has."""
+    groups = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row["since"], []).append(i)
+    cap = sorted(map(len, groups.values()), reverse=True)[min(2, len(groups) - 1)]
+    keep = {i for members in groups.values() for i in rng.sample(members, min(cap, len(members)))}
+    return [row for i, row in enumerate(rows) if i in keep]
 
 
 def relabel(story: list[str], people: list[str], places: list[str], rng: random.Random) -> list[str]:
@@ -56,6 +101,10 @@ if __name__ == "__main__":
     parser.add_argument("out", nargs="?", type=Path, default=Path(__file__).parent)
     parser.add_argument("--relabel", type=int, default=0, metavar="K",
                         help="add K renamed copies of each training story (default 0)")
+    parser.add_argument("--balance", action="store_true",
+                        help="even out how far back the answer was told (training file only)")
+    parser.add_argument("--who-questions", action="store_true",
+                        help="add a 'Who went to the PLACE?' question after each training question")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     here = Path(__file__).parent
@@ -68,5 +117,10 @@ if __name__ == "__main__":
             told = [s for story in told for s in [story] + [relabel(story, people, places, rng)
                                                            for _ in range(args.relabel)]]
         rows = [row for story in told for row in examples(story)]
+        if split == "train" and args.balance:
+            rows = balance(rows, random.Random(args.seed))
+        if split == "train" and args.who_questions:
+            rows = who_questions(rows, random.Random(args.seed))
+        rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         (args.out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{split}: {len(rows)} questions")
