@@ -28,6 +28,17 @@ def test_loss_counts_only_completion_tokens(tok):
         assert x[b, first] == tok.special_tokens[COMPLETION_TOKEN]
 
 
+def test_prompt_loss_weight_weights_every_prompt_target_and_never_padding(tok):
+    examples = [Example("Mary went to the garden. Where is Mary?", " garden")]
+    encoded, _ = encode_examples(tok, examples, context_length=64)
+    x, y, w = masked_batch(encoded, pad_id=tok.eos_token_id, length=64, prompt_weight=0.25)
+    prompt = tok.encode(examples[0].prompt) + [tok.special_tokens[COMPLETION_TOKEN]]
+    n = len(encoded[0][0]) - 1  # targets of the example; the rest is padding
+    assert y[0][w[0] == 0.25].tolist() == prompt[1:]  # every prompt id but the first is a target
+    assert y[0][w[0] == 1].tolist() == tok.encode(" garden") + [tok.eos_token_id]
+    assert (w[0, n:] == 0).all() and (w[0, :n] > 0).all()
+
+
 def test_too_long_examples_are_skipped_and_counted_or_refused(tok):
     examples = [Example("Where is Mary?", " bathroom"), Example("Mary " * 40, " garden")]
     encoded, skipped = encode_examples(tok, examples, context_length=40)

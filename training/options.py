@@ -42,6 +42,9 @@ class TrainOptions:
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)
+    prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
+                                          "loss (0: completion only; validation always counts the "
+                                          "completion only).")
     too_long: str = _opt("skip", "Examples longer than the context: skip and count them, or stop.",
                          choices=("skip", "error"))
     # model
@@ -103,7 +106,7 @@ class TrainOptions:
                      "steps", "eval_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1. Received: {name}={getattr(self, name)}")
-        for name in ("warmup", "eval_tokens", "weight_decay", "clip_norm"):
+        for name in ("warmup", "eval_tokens", "weight_decay", "clip_norm", "prompt_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0. Received: {name}={getattr(self, name)}")
         _check_range("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True)

@@ -54,15 +54,17 @@ def encode_examples(tokenizer: Tokenizer, examples: list[Example], context_lengt
     return encoded, skipped
 
 
-def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int, length: int
+def masked_batch(encoded: list[tuple[list[int], int]], pad_id: int, length: int, prompt_weight: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right-padded (inputs, targets, loss weights), each (batch, length); weight 1 on completion targets."""
+    """Right-padded (inputs, targets, loss weights), each (batch, length); weight 1 on completion
+    targets, `prompt_weight` on the prompt's own next tokens, 0 on padding."""
     x = np.full((len(encoded), length), pad_id, np.int32)
     y = np.full((len(encoded), length), pad_id, np.int32)
     w = np.zeros((len(encoded), length), np.float32)
     for b, (ids, start) in enumerate(encoded):
         n = len(ids) - 1
         x[b, :n], y[b, :n] = ids[:-1], ids[1:]
+        w[b, : start - 1] = prompt_weight  # targets inside the prompt (the first id is never a target)
         w[b, start - 1 : n] = 1.0  # target t is ids[t + 1]: completion ids sit at start..n
     return x, y, w
 
@@ -72,12 +74,13 @@ class ExampleBatches(keras.utils.PyDataset):
     batch i depends only on (seed, start + i), so a resumed run sees the same batches."""
 
     def __init__(self, encoded, batch_size: int, seed: int, pad_id: int, context: int, start: int = 0,
-                 length: int = 1, **kwargs):
+                 length: int = 1, prompt_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not encoded:
             raise ValueError("No examples fit in the context. Raise --context.")
         self.encoded = encoded
         self.batch_size, self.seed, self.pad_id, self.context = batch_size, seed, pad_id, context
+        self.prompt_weight = prompt_weight
         self.start, self.length = start, length
 
     def __len__(self):
@@ -86,7 +89,7 @@ class ExampleBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         rng = np.random.default_rng((self.seed, self.start + index))
         rows = rng.integers(0, len(self.encoded), size=self.batch_size)
-        return masked_batch([self.encoded[r] for r in rows], self.pad_id, self.context)
+        return masked_batch([self.encoded[r] for r in rows], self.pad_id, self.context, self.prompt_weight)
 
 
 def split_examples(examples: list[Example], val_fraction: float) -> tuple[list[Example], list[Example]]:

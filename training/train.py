@@ -79,7 +79,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
         def batches(start, length):
             return tasks.ExampleBatches(task.train, opts.batch_size, opts.seed, tokenizer.eos_token_id,
-                                        opts.context, start, length)
+                                        opts.context, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
