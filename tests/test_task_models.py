@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -78,3 +79,27 @@ def test_translation_metrics_group_references_of_a_repeated_prompt(task_folder, 
     assert metrics["examples"] == 4
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, references).score)
     assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, references).score)
+
+
+def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(babi, corpus_file, tmp_path):
+    """--init: a text model pretrained with a tokenizer holding the task tokens is fine-tuned on
+    examples; it starts from those weights (a near-zero learning rate leaves them), keeps the
+    tokenizer and shape, and a contradicting shape flag is refused."""
+    from edgellm.tasks import TASK_SPECIAL_TOKENS
+    from edgellm.tokenizer import Tokenizer
+    from edgellm.training import checkpoint
+    from edgellm.training.train import train
+
+    text = corpus_file.read_text() + (babi / "small.jsonl").read_text()
+    Tokenizer.train([text], 320, TASK_SPECIAL_TOKENS).save(tmp_path / "tok.json")
+    shape = dict(layers=1, heads=2, width=32, context=192, batch_size=8, warmup=1, eval_interval=2, verbose=0)
+    train([str(corpus_file)], str(tmp_path / "lm"), tokenizer=str(tmp_path / "tok.json"), steps=2, **shape)
+    train([], str(tmp_path / "qa"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), steps=1,
+          lr=1e-12, warmup=0, eval_interval=1, verbose=0)
+    (lm, lm_tok, _), (qa, qa_tok, meta) = checkpoint.load_model(tmp_path / "lm"), checkpoint.load_model(tmp_path / "qa")
+    assert qa_tok.to_json() == lm_tok.to_json() and meta["architecture"] == checkpoint.load_meta(tmp_path / "lm")["architecture"]
+    for a, b in zip(lm.get_weights(), qa.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="--width must be the --init checkpoint's"):
+        train([], str(tmp_path / "qa2"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), width=64,
+              steps=1, verbose=0)

@@ -23,7 +23,7 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
-FIXED_ON_RESUME = ("tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
+FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
                    "context", "bias", "tie_embeddings", "positions", "batch_size", "grad_accum", "seed")
 
 
@@ -42,6 +42,9 @@ class TrainOptions:
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)
+    init: str | None = _opt(None, "Fine-tune: start from the weights of this checkpoint folder, with its "
+                                  "tokenizer and shape (the model flags then default to the "
+                                  "checkpoint's); the optimizer starts afresh.", type=str)
     prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
                                           "loss (0: completion only; validation always counts the "
                                           "completion only).")

@@ -62,7 +62,10 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     checkpoint.check_writable(out_dir)
     keras.utils.set_random_seed(opts.seed)
 
+    if opts.init and not previous:
+        opts = _shape_of_init(opts, options)
     tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
+                 else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if opts.init
                  else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
     if opts.examples:  # a task model: prompt/completion pairs, loss on the completions only
         from edgellm.training import tasks
@@ -116,6 +119,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
+        if opts.init and not previous:
+            model.load_weights(Path(opts.init) / checkpoint.WEIGHTS_FILE)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
@@ -169,6 +174,29 @@ def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, rec
     if previous and previous["state"]["data_fingerprint"] != fingerprint:
         raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. Received: "
                          f"{received}. Resume with the same data, or start a new --out.")
+
+
+# the checkpoint's shape, as training options
+_SHAPE = {"layers": "num_layers", "heads": "num_heads", "width": "hidden_size", "context": "context_length",
+          "bias": "use_bias", "tie_embeddings": "tie_embeddings", "positions": "position_embedding",
+          "vocab_size": "vocab_size"}
+
+
+def _shape_of_init(opts, given: dict):
+    """Options with the model shape of the --init checkpoint; a flag that contradicts it is an error."""
+    import dataclasses
+
+    from edgellm.training import checkpoint
+
+    if opts.tokenizer:
+        raise ValueError("Pass --init or --tokenizer, not both: a fine-tuned model keeps the tokenizer of "
+                         f"its checkpoint. Received: init={opts.init!r}, tokenizer={opts.tokenizer!r}")
+    arch = checkpoint.load_meta(opts.init)["architecture"]
+    for option, key in _SHAPE.items():
+        if option in given and given[option] != arch[key]:
+            raise ValueError(f"--{option.replace('_', '-')} must be the --init checkpoint's ({arch[key]!r}): "
+                             f"fine-tuning keeps the model's shape. Received: {given[option]!r}. Drop the flag.")
+    return dataclasses.replace(opts, **{option: arch[key] for option, key in _SHAPE.items()})
 
 
 def _build_model(config, precision: str, attention: str = "standard"):
