@@ -61,10 +61,11 @@ def _drop_float_copies(path: Path) -> None:
 
 
 def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: int = 512) -> np.ndarray | None:
-    """Held-out windows (n, context + 1) from the checkpoint's data files, or None if they are gone."""
+    """Held-out windows (n, context + 1) from the checkpoint's text files, or None if they are gone
+    (or it is a task model, trained on examples: its quality is measured by `edgellm eval --task`)."""
     from edgellm.training.data import build_corpus, read_texts
 
-    files = [f for f in meta.get("data") or [] if Path(f).is_file()]
+    files = [f for f in meta.get("data") or [] if Path(f).is_file() and f != meta.get("task_examples")]
     if not files:
         return None
     val_fraction = (meta.get("training") or {}).get("val_fraction", 0.1)
