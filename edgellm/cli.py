@@ -230,7 +230,8 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
         from edgellm.evaluate import record as record_evaluation
 
         command = "edgellm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        record_evaluation(loaded.folder.path, task, file, metrics, command)
+        settings = {} if task == "lm" else {"decoding": f"beam search, {num_beams} beams" if num_beams > 1 else "greedy"}
+        record_evaluation(loaded.folder.path, task, file, metrics, command, settings)
         click.echo(f"recorded in {loaded.folder.path / 'README.md'}", err=True)
 
 

@@ -78,9 +78,10 @@ def evaluate(model, path: str | Path, task: str = "lm", **options) -> dict:
     return TASKS[task](model, path, **options)
 
 
-def record(folder: str | Path, task: str, path: str | Path, metrics: dict, command: str) -> None:
-    """Keep an evaluation in a model folder: config.json's provenance["evaluations"] (one entry
-    per task and file, replaced on a rerun) and the model card rendered from it.
+def record(folder: str | Path, task: str, path: str | Path, metrics: dict, command: str,
+           settings: dict | None = None) -> None:
+    """Keep an evaluation in a model folder: config.json's provenance["evaluations"] (one entry per
+    task, file and settings, replaced on a rerun) and the model card rendered from it.
 
     Both files are replaced atomically, so an interruption leaves the folder as it was.
     """
@@ -93,10 +94,12 @@ def record(folder: str | Path, task: str, path: str | Path, metrics: dict, comma
 
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    evaluations = config.setdefault("provenance", {}).setdefault("evaluations", {})
-    evaluations[f"{task} {Path(path).as_posix()}"] = {
-        "task": task, "file": Path(path).as_posix(), "metrics": metrics, "command": command,
-        "date": datetime.date.today().isoformat()}
+    entry = {"task": task, "file": Path(path).as_posix(), "settings": settings or {}, "metrics": metrics,
+             "command": command, "date": datetime.date.today().isoformat()}
+    same = ("task", "file", "settings")
+    kept = [e for e in config.setdefault("provenance", {}).get("evaluations") or []
+            if [e.get(k) for k in same] != [entry[k] for k in same]]
+    config["provenance"]["evaluations"] = [*kept, entry]
     card = model_card.render(folder.name, config, folder)
     for name, text in ((CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n"), ("README.md", card)):
         tmp = folder / f".{name}.tmp"

@@ -48,7 +48,7 @@ def render(name: str, config: dict, folder: Path) -> str:
     ]
     if (folder / "loss_curve.png").is_file():
         lines += ["![loss curve](loss_curve.png)", ""]
-    lines += _evaluations(prov.get("evaluations") or {})
+    lines += _evaluations(prov.get("evaluations") or [])
     lines += [
         "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
         "",
@@ -84,12 +84,14 @@ TASK_USE = ("A task model: give it a prompt written like the prompts of its trai
             "end of the completion. It knows only its task and the words of its training data.")
 
 
-def _evaluations(evaluations: dict) -> list[str]:
+def _evaluations(evaluations: list) -> list[str]:
     """A table per evaluation kept by `edgellm eval --record`."""
     lines = []
-    for entry in evaluations.values():
+    for entry in evaluations:
         metrics = entry["metrics"]
-        lines += [f"## Evaluation: {entry['task']} on `{entry['file']}` ({entry['date']})", "",
+        settings = ", ".join(f"{k} {v}" for k, v in entry.get("settings", {}).items())
+        lines += [f"## Evaluation: {entry['task']} on `{entry['file']}`{', ' + settings if settings else ''} "
+                  f"({entry['date']})", "",
                   "| metric | value |", "|---|---|",
                   *[f"| {k} | {format(v, '.4f') if isinstance(v, float) else v} |" for k, v in metrics.items()],
                   "", f"- command: `{entry['command']}`", ""]

@@ -58,10 +58,17 @@ def test_eval_qa_through_the_cli_and_record_it_in_the_model_card(task_folder, ba
     assert metrics["task"] == "qa" and metrics["examples"] == 12 and 0.0 <= metrics["exact_match"] <= 1.0
     assert metrics["too_long"] == 0  # every bAbI test prompt fits in the context
     kept = json.loads((task_folder / "config.json").read_text())["provenance"]["evaluations"]
-    assert [e["metrics"] for e in kept.values()] == [metrics]
+    assert [e["metrics"] for e in kept] == [metrics] and kept[0]["settings"] == {"decoding": "greedy"}
     card = (task_folder / "README.md").read_text()
-    assert "## Evaluation: qa on" in card and f"| exact_match | {metrics['exact_match']:.4f} |" in card
+    assert "## Evaluation: qa on" in card and ", decoding greedy (" in card and f"| exact_match | {metrics['exact_match']:.4f} |" in card
     assert "--max-examples 12" in card and "A task model" in card
+    from edgellm.evaluate import record
+
+    record(task_folder, "qa", babi / "test.jsonl", metrics, "again", {"decoding": "greedy"})  # replaces
+    record(task_folder, "qa", babi / "test.jsonl", metrics, "beams", {"decoding": "beam search, 2 beams"})
+    kept = json.loads((task_folder / "config.json").read_text())["provenance"]["evaluations"]
+    assert [e["command"] for e in kept] == ["again", "beams"]
+    card = (task_folder / "README.md").read_text()
     assert "### Data licence" in card and "> (10,000 train and 1,000 test questions). Licence: Creative Commons Attribution 3.0" in card
 
 
