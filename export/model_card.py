@@ -36,7 +36,8 @@ def render(name: str, config: dict, folder: Path) -> str:
         f"- command: `{command}`",
         "",
         "## Metrics (held-out validation: the last "
-        f"{_fmt(100 * (training.get('val_fraction') or 0), '.0f')}% of each file)",
+        f"{_fmt(100 * (training.get('val_fraction') or 0), '.0f')}% of "
+        + ("the distinct prompts; completion tokens only)" if training.get("examples") else "each file)"),
         "",
         "| metric | value |",
         "|---|---|",

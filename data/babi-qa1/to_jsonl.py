@@ -1,6 +1,6 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance] [--who-questions]
+    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance]
 
 writes train.jsonl and test.jsonl (default: here). `--relabel K` adds K copies of each training
 story in which the people and the places are renamed by a random permutation of those the
@@ -15,12 +15,6 @@ scores well above chance by answering the latest place, and small models trained
 settle there without ever reading the question. Balanced, each of these groups (by the
 dataset's own supporting-fact ids) keeps at most as many questions as the third largest (a
 seeded random choice), and the latest place is right only about a quarter of the time.
-
-`--who-questions` adds, after each training question, one about a place its story mentions:
-"Who went to the kitchen?", answered with the last person whose statement ends there (read from
-the statements: the first word of the latest statement ending in that place). Answering it
-needs each place in a story to carry who went there, the half of the binding "Where is Mary?"
-needs that a model cannot find by reading only places.
 
 The test file is never changed.
 """
@@ -63,18 +57,6 @@ def examples(story: list[str]) -> list[dict]:
     return out
 
 
-def who_questions(rows: list[dict], rng: random.Random) -> list[dict]:
-    """After each row, a "Who went to the PLACE?" question on the same statements."""
-    out = []
-    for row in rows:
-        statements = row["prompt"].split("\n")[:-1]
-        last_to = {s.rstrip(".").split()[-1]: s.split()[0] for s in statements}  # the latest wins
-        place = rng.choice(sorted(last_to))
-        out += [row, {"prompt": "\n".join([*statements, f"Who went to the {place}?"]),
-                      "completion": " " + last_to[place], "since": None}]
-    return out
-
-
 def balance(rows: list[dict], rng: random.Random) -> list[dict]:
     """Keep at most as many questions per `since` group as the third largest group has."""
     groups = {}
@@ -103,8 +85,6 @@ if __name__ == "__main__":
                         help="add K renamed copies of each training story (default 0)")
     parser.add_argument("--balance", action="store_true",
                         help="even out how far back the answer was told (training file only)")
-    parser.add_argument("--who-questions", action="store_true",
-                        help="add a 'Who went to the PLACE?' question after each training question")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     here = Path(__file__).parent
@@ -119,8 +99,6 @@ if __name__ == "__main__":
         rows = [row for story in told for row in examples(story)]
         if split == "train" and args.balance:
             rows = balance(rows, random.Random(args.seed))
-        if split == "train" and args.who_questions:
-            rows = who_questions(rows, random.Random(args.seed))
         rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         (args.out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{split}: {len(rows)} questions")
