@@ -98,6 +98,14 @@ class Tokenizer:
         self._special_pattern = regex.compile("|".join(map(regex.escape, longest_first))) if longest_first else None
         self._cache: dict[str, list[int]] = {}
 
+    def with_special_tokens(self, tokens: Iterable[str]) -> "Tokenizer":
+        """This tokenizer with `tokens` added as special tokens (new ids after the last), unless
+        already there. Every existing id keeps its meaning, so a model can grow to the new ids."""
+        added = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        start = len(self.token_bytes)
+        return Tokenizer(self.token_bytes + [t.encode("utf-8") for t in added], list(self.merges),
+                         {**self.special_tokens, **{t: start + i for i, t in enumerate(added)}})
+
     @property
     def vocab_size(self) -> int:
         return len(self.token_bytes)

@@ -107,6 +107,16 @@ def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(babi, c
     assert qa_tok.to_json() == lm_tok.to_json() and meta["architecture"] == checkpoint.load_meta(tmp_path / "lm")["architecture"]
     for a, b in zip(lm.get_weights(), qa.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+    # a text model whose tokenizer lacks the task tokens: they are added, the embedding grows
+    Tokenizer.train([text], 320).save(tmp_path / "plain.json")
+    train([str(corpus_file)], str(tmp_path / "lm2"), tokenizer=str(tmp_path / "plain.json"), steps=2, **shape)
+    train([], str(tmp_path / "qa2"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm2"), steps=1,
+          lr=1e-12, warmup=0, eval_interval=1, verbose=0)
+    (lm, lm_tok, _), (qa, qa_tok, _) = checkpoint.load_model(tmp_path / "lm2"), checkpoint.load_model(tmp_path / "qa2")
+    assert qa_tok.vocab_size == lm_tok.vocab_size + 1 and COMPLETION_TOKEN in qa_tok.special_tokens
+    assert qa_tok.encode(text[:2000]) == lm_tok.encode(text[:2000])
+    grown, before = qa.wte.embeddings.numpy(), lm.wte.embeddings.numpy()
+    np.testing.assert_allclose(grown[: lm_tok.vocab_size], before, atol=1e-6)
     with pytest.raises(ValueError, match="--width must be the --init checkpoint's"):
-        train([], str(tmp_path / "qa2"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), width=64,
+        train([], str(tmp_path / "qa3"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), width=64,
               steps=1, verbose=0)

@@ -67,6 +67,10 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
                  else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if opts.init
                  else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
+    if opts.init and opts.examples and not previous:  # a text model becomes a task model
+        from edgellm.tasks import TASK_SPECIAL_TOKENS
+
+        tokenizer = tokenizer.with_special_tokens(TASK_SPECIAL_TOKENS)
     if opts.examples:  # a task model: prompt/completion pairs, loss on the completions only
         from edgellm.training import tasks
 
@@ -120,7 +124,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
         if opts.init and not previous:
-            model.load_weights(Path(opts.init) / checkpoint.WEIGHTS_FILE)
+            _load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
@@ -197,6 +201,26 @@ def _shape_of_init(opts, given: dict):
             raise ValueError(f"--{option.replace('_', '-')} must be the --init checkpoint's ({arch[key]!r}): "
                              f"fine-tuning keeps the model's shape. Received: {given[option]!r}. Drop the flag.")
     return dataclasses.replace(opts, **{option: arch[key] for option, key in _SHAPE.items()})
+
+
+def _load_init_weights(model, init: str) -> None:
+    """The --init checkpoint's weights into `model`; token ids added to its tokenizer keep their
+    fresh random rows in the embedding (and output layer)."""
+    from edgellm.training import checkpoint
+
+    before, _, _ = checkpoint.load_model(init)
+
+    def inside(var):  # the path below the model's own (auto-numbered) name
+        return var.path.split("/", 1)[1]
+
+    old = {inside(v): v for v in before.trainable_variables}
+    for var in model.trainable_variables:
+        value = old[inside(var)].numpy()
+        if tuple(var.shape) != value.shape:  # grown along the vocabulary: keep the new rows' init
+            grown = var.numpy()
+            grown[tuple(slice(0, n) for n in value.shape)] = value
+            value = grown
+        var.assign(value)
 
 
 def _build_model(config, precision: str, attention: str = "standard"):
