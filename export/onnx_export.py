@@ -161,9 +161,11 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
         eos = tokenizer.eos_token_id
         special = {"eos_token_id": eos, "bos_token_id": eos, "pad_token_id": eos}
+        sampling = ({"max_new_tokens": model.config.context_length, "temperature": 0.0}  # a task: greedy
+                    if meta.get("task_examples") else
+                    {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "top_p": 0.95})
         _write(tmp / model_folder.GENERATION_CONFIG_FILE, {
-            "format_version": model_folder.FORMAT_VERSION, "max_new_tokens": 200,
-            "temperature": 0.8, "top_k": 50, "top_p": 0.95, "stop_token_ids": [eos]})
+            "format_version": model_folder.FORMAT_VERSION, **sampling, "stop_token_ids": [eos]})
         _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special))
         provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
                       "data": meta.get("data"), "training": meta.get("training"),

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 import edgellm
 from edgellm import model_folder
 
@@ -31,3 +33,23 @@ def test_shipped_model_is_small_documented_and_reproducible():
     card = (folder / "README.md").read_text()
     assert provenance["command"] in card and "loss_curve.png" in card
     assert f"{provenance['metrics']['val_loss']:.4f}" in card
+
+
+def test_shipped_translation_model_translates_held_out_sentences():
+    """models/en-fr: its recorded test figures meet the target, and a spread-out sample of the
+    held-out test pairs, translated here through the runtime, scores close to them."""
+    pytest.importorskip("sacrebleu")
+    from edgellm.tasks import evaluate, read_examples
+
+    folder = model_folder.resolve("en-fr")
+    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    greedy = next(e for e in provenance["evaluations"] if e["settings"] == {"decoding": "greedy"})
+    assert greedy["file"] == "data/tatoeba-fra-eng/test.tsv" and greedy["metrics"]["chrf"] >= 50
+    card = (folder / "README.md").read_text()
+    assert "CC BY 2.0 FR" in card and "tatoeba.org" in card and f"{greedy['metrics']['chrf']:.4f}" in card
+
+    examples = read_examples(Path(__file__).parent.parent / "data" / "tatoeba-fra-eng" / "test.tsv")
+    sources = sorted({e.prompt for e in examples})[::25]  # about 40 sentences of every length
+    sample = [e for e in examples if e.prompt in set(sources)]
+    metrics = evaluate(edgellm.load("en-fr"), sample, "translation")
+    assert metrics["chrf"] >= greedy["metrics"]["chrf"] - 10, metrics

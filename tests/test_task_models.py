@@ -41,6 +41,8 @@ def task_folder(babi, tmp_path_factory):
 def test_task_model_folder_applies_the_template(task_folder):
     config = json.loads((task_folder / "config.json").read_text())
     assert config["prompt_template"] == "completion"
+    defaults = json.loads((task_folder / "generation_config.json").read_text())
+    assert defaults["temperature"] == 0.0 and defaults["max_new_tokens"] == 192  # greedy, up to the context
     model = load(task_folder)
     assert model.task_template and COMPLETION_TOKEN in model.tokenizer.special_tokens
     prompt = "Mary moved to the bathroom.\nWhere is Mary?"
