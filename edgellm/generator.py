@@ -105,11 +105,15 @@ class Generator:
                              f"Received: {bad[0]} in stop_token_ids or logit_bias.")
         return config
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids the model sees for `prompt`: in the task template for a task model."""
+        return prompt_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
+
     def _encode(self, prompt: str, config: GenerationConfig) -> list[int]:
         if not isinstance(prompt, str):
             raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
-        ids = prompt_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
-        return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
+        return fit_context(self.prompt_ids(prompt), self.config.context_length, config.max_new_tokens,
+                           config.truncate)
 
     # ---- the generation loop ---------------------------------------------------------------
 

@@ -186,7 +186,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         _write(tmp / model_folder.CONFIG_FILE, config)
 
         # the gate runs on the float32 graph; a smaller variant is then measured against it
-        provenance["parity"] = validate.check_parity(model, tokenizer, tmp)  # raises on mismatch
+        provenance["parity"] = validate.check_parity(model, tmp)  # raises on mismatch
         windows = variants.validation_windows(meta, tokenizer, model.config.context_length)
         figures = {"float32": variants.measure(tmp, windows)}
         if weights != "float32":
@@ -220,7 +220,7 @@ def _data_licences(files: list[str]) -> dict:
     for file in files:
         licence = Path(file).parent / "LICENSE.md"
         if licence.is_file():
-            found[str(Path(file).parent / "LICENSE.md")] = licence.read_text(encoding="utf-8")
+            found[str(licence)] = licence.read_text(encoding="utf-8")
     return found
 
 

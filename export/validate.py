@@ -53,16 +53,13 @@ def onnx_greedy_batch(runtime, rows: list[list[int]], steps: int) -> tuple[list[
     return tokens, logits_per_row
 
 
-def check_parity(model, tokenizer, folder, prompts=DEFAULT_PROMPTS, new_tokens: int = 32,
+def check_parity(model, folder, prompts=DEFAULT_PROMPTS, new_tokens: int = 32,
                  atol: float = 1e-4, batch_sizes=(1, 3)) -> dict:
     """Compare Keras (full recompute) with the exported `folder`. Returns the figures, or raises ParityError."""
     from edgellm.generator import Generator
 
-    from edgellm.tasks import prompt_ids
-
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
-    # a task model's runtime wraps prompts in the task template: the reference must see the same ids
-    encoded = [prompt_ids(tokenizer, p) if runtime.task_template else tokenizer.encode(p) for p in prompts]
+    encoded = [runtime.prompt_ids(p) for p in prompts]  # the reference sees the ids the runtime runs
     steps = min(new_tokens, model.config.context_length - max(len(ids) for ids in encoded))
     reference = [keras_greedy(model, ids, steps) for ids in encoded]
 

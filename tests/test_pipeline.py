@@ -45,8 +45,8 @@ def test_onnx_with_cache_matches_keras_full_recompute(tiny_checkpoint, tiny_fold
     from edgellm.export.validate import check_parity
     from edgellm.training import checkpoint
 
-    model, tokenizer, _ = checkpoint.load_model(tiny_checkpoint)
-    report = check_parity(model, tokenizer, tiny_folder, prompts=PROMPTS, new_tokens=32)
+    model, _, _ = checkpoint.load_model(tiny_checkpoint)
+    report = check_parity(model, tiny_folder, prompts=PROMPTS, new_tokens=32)
     assert report["greedy_tokens_equal"]
     assert report["new_tokens_per_prompt"] == 32 and report["batch_sizes"] == [1, 3]
     assert report["max_abs_logit_diff_prefill"] <= 1e-4
@@ -57,11 +57,11 @@ def test_parity_gate_rejects_a_model_that_differs(tiny_checkpoint, tiny_folder):
     from edgellm.export.validate import ParityError, check_parity
     from edgellm.training import checkpoint
 
-    model, tokenizer, _ = checkpoint.load_model(tiny_checkpoint)
+    model, _, _ = checkpoint.load_model(tiny_checkpoint)
     kernel = model.blocks[0].fc.kernel
     kernel.assign(kernel.numpy() + 0.05)
     with pytest.raises(ParityError, match="does not match"):
-        check_parity(model, tokenizer, tiny_folder, prompts=PROMPTS[:1], new_tokens=4)
+        check_parity(model, tiny_folder, prompts=PROMPTS[:1], new_tokens=4)
 
 
 def test_generation_is_reproducible_and_respects_limits(tiny_folder):

@@ -62,12 +62,13 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     checkpoint.check_writable(out_dir)
     keras.utils.set_random_seed(opts.seed)
 
-    if opts.init and not previous:
+    fine_tuning = bool(opts.init) and not previous  # a resumed fine-tuning run restores its own state
+    if fine_tuning:
         opts = _shape_of_init(opts, options)
     tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
-                 else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if opts.init
+                 else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if fine_tuning
                  else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
-    if opts.init and opts.examples and not previous:  # a text model becomes a task model
+    if fine_tuning and opts.examples:  # a text model becomes a task model
         from edgellm.tasks import TASK_SPECIAL_TOKENS
 
         tokenizer = tokenizer.with_special_tokens(TASK_SPECIAL_TOKENS)
@@ -123,7 +124,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
-        if opts.init and not previous:
+        if fine_tuning:
             _load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
