@@ -23,6 +23,25 @@ def babi(tmp_path_factory):
     return out
 
 
+def _answer(prompt: str) -> str:
+    """The asked person's latest place, read from the statements."""
+    *statements, question = prompt.split("\n")
+    asked = question.rstrip("?").split()[-1]
+    return " " + [s.rstrip(".").split()[-1] for s in statements if s.split()[0] == asked][-1]
+
+
+def test_babi_conversion_options_keep_every_answer_right(tmp_path):
+    subprocess.run([sys.executable, REPO / "data" / "babi-qa1" / "to_jsonl.py", tmp_path, "--relabel", "2",
+                    "--balance", "--max-statements", "4"], check=True, capture_output=True)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) > 1000 and all(r["completion"] == _answer(r["prompt"]) for r in rows)
+    assert {r["prompt"].count("\n") for r in rows} == {2, 4}  # the first two questions of each story
+    assert sum(r["completion"] == " " + r["prompt"].split("\n")[-2].rstrip(".").split()[-1]
+               for r in rows) < 0.4 * len(rows)  # balanced: the latest place is seldom the answer
+    test = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
+    assert len(test) == 1000 and all(r["completion"] == _answer(r["prompt"]) for r in test)
+
+
 @pytest.fixture(scope="module")
 def task_folder(babi, tmp_path_factory):
     from edgellm.export.onnx_export import export

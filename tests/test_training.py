@@ -36,6 +36,7 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
     assert resolve({"steps": 5}).steps == 5 and resolve({}).lr == 1e-3
     assert resolve({"batch_size": 4}, resumed={"batch_size": 4, "steps": 9}).steps == 9
     for bad, match in [({"stepz": 1}, "Unknown training option"), ({"lr": -1.0}, "lr must be positive"),
+                       ({"init_std": 0.0}, "init_std must be positive"),
                        ({"width": 30, "heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
                        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"steps": 1.5}, "steps must be int")]:
         with pytest.raises(ValueError, match=match):
@@ -47,6 +48,18 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
     (tmp_path / "run.json").write_text('{"steps": 7, "colour": "red"}')
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['colour'\]"):
         read_config_file(tmp_path / "run.json")
+
+
+def test_init_std_sets_the_initial_weights():
+    from edgellm.config import ModelConfig
+    from edgellm.training.model import GPT
+
+    config = ModelConfig(vocab_size=512, context_length=16, num_layers=2, num_heads=2, hidden_size=64)
+    for std in (0.02, 0.125):
+        weights = {w.path.split("/", 1)[1]: np.asarray(w) for w in GPT(config, init_std=std).build_weights().weights}
+        assert np.std(weights["wte/embeddings"]) == pytest.approx(std, rel=0.05)
+        assert np.std(weights["block_0/attn/qkv/kernel"]) == pytest.approx(std, rel=0.05)
+        assert np.std(weights["block_1/fc_proj/kernel"]) == pytest.approx(std / 2, rel=0.05)  # / sqrt(2 layers)
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine_in_optimizer_steps():

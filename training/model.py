@@ -36,14 +36,14 @@ def _init(std: float):
 
 
 class CausalSelfAttention(layers.Layer):
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         c = config.hidden_size
-        self.qkv = layers.Dense(3 * c, use_bias=config.use_bias, kernel_initializer=_init(0.02), name="qkv")
+        self.qkv = layers.Dense(3 * c, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="qkv")
         # residual projections are scaled down with depth, as in GPT-2
         self.proj = layers.Dense(c, use_bias=config.use_bias, name="proj",
-                                 kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
+                                 kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.attn_dropout = layers.Dropout(config.dropout)
 
     def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
@@ -105,15 +105,15 @@ def rotary_tables(position_ids, head_dim: int):
 
 
 class Block(layers.Layer):
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         c = config.hidden_size
         self.ln_1 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_1")
-        self.attn = CausalSelfAttention(config, name="attn")
+        self.attn = CausalSelfAttention(config, init_std, name="attn")
         self.ln_2 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_2")
-        self.fc = layers.Dense(4 * c, use_bias=config.use_bias, kernel_initializer=_init(0.02), name="fc")
+        self.fc = layers.Dense(4 * c, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="fc")
         self.fc_proj = layers.Dense(c, use_bias=config.use_bias, name="fc_proj",
-                                    kernel_initializer=_init(0.02 / math.sqrt(2 * config.num_layers)))
+                                    kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.dropout = layers.Dropout(config.dropout)
 
     def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
@@ -130,23 +130,25 @@ class GPT(keras.Model):
     `call(input_ids)` is the training forward pass: (batch, seq) ids -> (batch, seq, vocab) logits.
     `decode(...)` is the exported forward pass with a KV cache. `attention` ("standard" or
     "fused") chooses how `call` computes attention; `decode` always uses the standard matmuls.
+    `init_std` is the standard deviation of the initial weights (GPT-2's 0.02; residual
+    projections are scaled down with depth, the position table starts at half of it).
     """
 
-    def __init__(self, config: ModelConfig, attention: str = "standard", **kwargs):
+    def __init__(self, config: ModelConfig, attention: str = "standard", init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}. Received: "
                              f"attention={attention!r}")
         self.config, self.attention = config, attention
         self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
-                                    embeddings_initializer=_init(0.02), name="wte")
+                                    embeddings_initializer=_init(init_std), name="wte")
         self.wpe = None if config.position_embedding != "learned" else layers.Embedding(
-            config.context_length, config.hidden_size, embeddings_initializer=_init(0.01), name="wpe")
+            config.context_length, config.hidden_size, embeddings_initializer=_init(init_std / 2), name="wpe")
         self.drop = layers.Dropout(config.dropout)
-        self.blocks = [Block(config, name=f"block_{i}") for i in range(config.num_layers)]
+        self.blocks = [Block(config, init_std, name=f"block_{i}") for i in range(config.num_layers)]
         self.ln_f = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_f")
         self.lm_head = None if config.tie_embeddings else layers.Dense(
-            config.vocab_size, use_bias=False, kernel_initializer=_init(0.02), name="lm_head")
+            config.vocab_size, use_bias=False, kernel_initializer=_init(init_std), name="lm_head")
 
     def call(self, input_ids, training=None):
         seq = ops.shape(input_ids)[1]

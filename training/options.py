@@ -61,6 +61,9 @@ class TrainOptions:
     positions: str = _opt("learned", "Positions: a learned table (GPT-2), rotary (rope: relative "
                                      "positions) or alibi (a per-head penalty on distance: favours "
                                      "recent tokens).", choices=POSITION_EMBEDDINGS)
+    init_std: float = _opt(0.02, "Standard deviation of the initial weights (GPT-2: 0.02). Narrow "
+                                 "models start with near-uniform attention at 0.02; about "
+                                 "1/sqrt(width) lets them find attention patterns sooner.")
     # optimisation
     batch_size: int = _opt(32, "Windows per micro-batch.")
     grad_accum: int = _opt(1, "Micro-batches averaged into one optimizer step "
@@ -116,8 +119,9 @@ class TrainOptions:
         _check_range("dropout", self.dropout, 0.0, 1.0)
         _check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0, high_closed=True)
         _check_range("beta2", self.beta2, 0.0, 1.0)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive. Received: lr={self.lr}")
+        for name in ("lr", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds. "
                              f"Received: time_budget={self.time_budget}")

@@ -115,7 +115,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
         if replicas > 1:  # every validation batch must split evenly over the devices
             validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
-        model = _build_model(config, opts.precision, opts.attention)
+        model = _build_model(config, opts.precision, opts.attention, opts.init_std)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
         xla = opts.xla and distribute.xla_works(opts.distribute)
@@ -224,7 +224,7 @@ def _load_init_weights(model, init: str) -> None:
         var.assign(value)
 
 
-def _build_model(config, precision: str, attention: str = "standard"):
+def _build_model(config, precision: str, attention: str = "standard", init_std: float = 0.02):
     import keras
 
     from edgellm.training.model import GPT
@@ -233,7 +233,7 @@ def _build_model(config, precision: str, attention: str = "standard"):
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:  # layers keep the policy they were built with; later models (export) stay float32
-        return GPT(config, attention).build_weights()
+        return GPT(config, attention, init_std).build_weights()
     finally:
         keras.config.set_dtype_policy(before)
 

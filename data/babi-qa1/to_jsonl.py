@@ -1,6 +1,6 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance]
+    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance] [--max-statements N]
 
 writes train.jsonl and test.jsonl (default: here). `--relabel K` adds K copies of each training
 story in which the people and the places are renamed by a random permutation of those the
@@ -15,6 +15,10 @@ scores well above chance by answering the latest place, and small models trained
 settle there without ever reading the question. Balanced, each of these groups (by the
 dataset's own supporting-fact ids) keeps at most as many questions as the third largest (a
 seeded random choice), and the latest place is right only about a quarter of the time.
+
+`--max-statements N` keeps only the training questions asked after at most N statements (the
+first questions of each story): a short first stage for a curriculum, where the model learns to
+match the asked name against the statements on short stories before it meets long ones.
 
 The test file is never changed.
 """
@@ -51,7 +55,7 @@ def examples(story: list[str]) -> list[dict]:
         if "\t" in line:
             question, answer, since = line.split("\t")
             out.append({"prompt": "\n".join([*told, question.strip()]), "completion": " " + answer,
-                        "since": int(since)})
+                        "since": int(since), "statements": len(told)})
         else:
             told.append(line)
     return out
@@ -85,6 +89,8 @@ if __name__ == "__main__":
                         help="add K renamed copies of each training story (default 0)")
     parser.add_argument("--balance", action="store_true",
                         help="even out how far back the answer was told (training file only)")
+    parser.add_argument("--max-statements", type=int, default=None, metavar="N",
+                        help="keep only training questions asked after at most N statements")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     here = Path(__file__).parent
@@ -97,6 +103,8 @@ if __name__ == "__main__":
             told = [s for story in told for s in [story] + [relabel(story, people, places, rng)
                                                            for _ in range(args.relabel)]]
         rows = [row for story in told for row in examples(story)]
+        if split == "train" and args.max_statements is not None:
+            rows = [row for row in rows if row["statements"] <= args.max_statements]
         if split == "train" and args.balance:
             rows = balance(rows, random.Random(args.seed))
         rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
