@@ -196,18 +196,27 @@ class Generator:
             >>> pieces = list(model.stream("ROMEO:", max_new_tokens=16, seed=0))
         """
         config = self.settings(config, **settings)
-        self._one_sequence(config)
-        text = None
-        timings = {} if timings is None else timings
-        for search in self._search([self._encode(prompt, config)], config, timings, track_text=True):
-            text = search.rows[0].text
-            piece = text.take()
+        for piece in self.text_steps(self._encode(prompt, config), config, timings):
             if piece:
                 yield piece
-        text.finish()
-        tail = text.take()
-        if tail:
-            yield tail
+
+    def text_steps(self, prompt_ids: list[int], config: GenerationConfig | None = None,
+                   timings: dict | None = None) -> Iterator[str]:
+        """The text of one sequence, one piece per generated token ("" while text is held back:
+        an incomplete UTF-8 character, or what may be the start of a stop string), then what was
+        held at the end. Returns the finished `Row` (its ids and finish_reason)."""
+        config = self.settings(config)
+        self._one_sequence(config)
+        prompt_ids = fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
+                                 config.truncate)
+        row = None
+        for search in self._search([prompt_ids], config, {} if timings is None else timings, track_text=True):
+            row = search.rows[0]
+            yield row.text.take()
+        row.text.finish()
+        yield row.text.take()
+        row.finish_reason = row.finish_reason or "length"
+        return row
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, **settings):
         """Continue one prompt or a batch of prompts.

@@ -156,47 +156,6 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class StopMatcher:
-    """Cuts streamed text at the stop string that starts first, holding back any tail that may
-    begin one. A stop found in the text is acted on only once no stop starting earlier can still
-    complete (with stops "\\n" and ":\\n:", the text ":\\n" waits for the next piece).
-
-    Example:
-        >>> matcher = StopMatcher(["\\nUser:"])
-        >>> matcher.push("Hi there.\\nUs"), matcher.push("er: and")
-        (('Hi there.', False), ('', True))
-    """
-
-    def __init__(self, stops):
-        self.stops = tuple(stops)
-        self.held = ""
-
-    def push(self, piece: str) -> tuple[str, bool]:
-        """Text that is safe to send now, and whether a stop string was found."""
-        text = self.held + piece
-        cut = self._first_stop(text)
-        longest = max((len(s) for s in self.stops), default=1)
-        # the first position where a stop may begin that the text so far does not complete
-        pending = next((j for j in range(max(0, len(text) - longest + 1), len(text))
-                        if any(len(s) > len(text) - j and s.startswith(text[j:]) for s in self.stops)),
-                       len(text))
-        if cut is not None and cut <= pending:
-            self.held = ""
-            return text[:cut], True
-        self.held = text[pending:]
-        return text[:pending], False
-
-    def flush(self) -> tuple[str, bool]:
-        """At the end of the text: what was held back, cut at a stop it holds, and whether it did."""
-        text, self.held = self.held, ""
-        cut = self._first_stop(text)
-        return (text, False) if cut is None else (text[:cut], True)
-
-    def _first_stop(self, text: str) -> int | None:
-        found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        return min(found) if found else None
-
-
 # ---- response bodies ------------------------------------------------------------------------
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}

@@ -17,12 +17,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from edgellm.generator import Generator
-from edgellm.openai_api import StopMatcher
 from edgellm.sampling import GenerationConfig
 
 _END = object()
@@ -41,37 +41,25 @@ class Job:
 
     def __init__(self, generator: Generator, prompt_ids: list[int], config: GenerationConfig, stops=(),
                  strip_leading: bool = False):
-        self.generator, self.prompt_ids, self.config = generator, prompt_ids, config
+        self.generator, self.prompt_ids = generator, prompt_ids
+        self.config = dataclasses.replace(config, stop_strings=tuple(dict.fromkeys((*config.stop_strings, *stops))))
         self.strip_leading = strip_leading
-        self.matcher = StopMatcher(stops)
         self.cancel = threading.Event()
         self.completion_tokens = 0
         self.finish_reason = "cancelled"  # then "eos", "length" or "stop"
 
     def run(self, emit: Callable[[str], None]) -> None:
         """Generate and hand each text piece to `emit` (called in the worker thread)."""
-        decoder = self.generator.tokenizer.stream_decoder()
-        tokens = self.generator.token_stream(self.prompt_ids, self.config)
+        pieces = self.generator.text_steps(self.prompt_ids, self.config)
         try:
             while not self.cancel.is_set():
                 try:
-                    token = next(tokens)
+                    self._emit(emit, next(pieces))
                 except StopIteration as end:
-                    text, stopped = self.matcher.push(decoder.flush())
-                    if not stopped:
-                        held, stopped = self.matcher.flush()
-                        text += held
-                    self._emit(emit, text)
-                    self.finish_reason = "stop" if stopped else end.value
-                    return
-                self.completion_tokens += 1
-                text, stopped = self.matcher.push(decoder.push(token))
-                self._emit(emit, text)
-                if stopped:
-                    self.finish_reason = "stop"
+                    self.completion_tokens, self.finish_reason = len(end.value.ids), end.value.finish_reason
                     return
         finally:
-            tokens.close()
+            pieces.close()
 
     def _emit(self, emit: Callable[[str], None], text: str) -> None:
         if self.strip_leading:

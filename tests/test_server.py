@@ -15,12 +15,10 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from hypothesis import given
-from hypothesis import strategies as st
 
 import edgellm
 from edgellm.generator import Generator
-from edgellm.openai_api import CHAT_STOPS, StopMatcher, render_chat
+from edgellm.openai_api import CHAT_STOPS, render_chat
 from edgellm.server import create_app
 
 FINISH = {"eos": "stop", "length": "length"}
@@ -87,26 +85,6 @@ def wait_for(condition, timeout=5.0):
 
 def health(url):
     return httpx.get(url + "/health").json()
-
-
-# ---- stop strings, without a server --------------------------------------------------------------
-
-@given(text=st.text("ab\nU:", max_size=40), stops=st.lists(st.text("ab\nU:", min_size=1, max_size=4), max_size=4),
-       cuts=st.lists(st.integers(0, 40), max_size=10))
-def test_stop_matcher_cuts_at_the_first_stop_however_the_text_is_split(text, stops, cuts):
-    matcher, out, stopped = StopMatcher(stops), "", False
-    bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
-    for start, end in zip(bounds, bounds[1:]):
-        piece, stopped = matcher.push(text[start:end])
-        out += piece
-        if stopped:
-            break
-    if not stopped:
-        held, stopped = matcher.flush()
-        out += held
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    assert out == text[:min(found)] if found else out == text
-    assert stopped == bool(found)
 
 
 # ---- the openai client -------------------------------------------------------------------------
