@@ -127,6 +127,10 @@ class GenerationConfig:
     def greedy(self) -> bool:
         return self.temperature == 0.0 and self.num_beams == 1
 
+    def id_outside(self, vocab_size: int) -> int | None:
+        """The first stop token id or logit_bias id that is not below `vocab_size`, else None."""
+        return next((i for i in (*self.stop_token_ids, *self.logit_bias) if i >= vocab_size), None)
+
     def replace(self, **changes) -> "GenerationConfig":
         """A copy with `changes` applied and checked; unknown names raise a clear error."""
         unknown = sorted(set(changes) - set(self.field_names()))

@@ -99,10 +99,10 @@ class Generator:
     def settings(self, config: GenerationConfig | None = None, **overrides) -> GenerationConfig:
         """The folder's default settings (or `config`) with `overrides` applied and checked."""
         config = (config or self.defaults).replace(**overrides)
-        bad = [i for i in (*config.stop_token_ids, *config.logit_bias) if i >= self.config.vocab_size]
-        if bad:
+        bad = config.id_outside(self.config.vocab_size)
+        if bad is not None:
             raise ValueError(f"Token ids must be below the vocabulary size {self.config.vocab_size}. "
-                             f"Received: {bad[0]} in stop_token_ids or logit_bias.")
+                             f"Received: {bad} in stop_token_ids or logit_bias.")
         return config
 
     def prompt_ids(self, prompt: str) -> list[int]:

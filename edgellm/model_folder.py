@@ -129,9 +129,9 @@ def read_generation_config(folder: ModelFolder) -> GenerationConfig:
     eos = folder.special_tokens.get("eos_token_id")
     generation.setdefault("stop_token_ids", [] if eos is None else [eos])
     config = GenerationConfig.from_dict(generation, source=str(folder.path / GENERATION_CONFIG_FILE))
-    bad = [i for i in (*config.stop_token_ids, *config.logit_bias) if i >= folder.config.vocab_size]
-    if bad:
-        raise ValueError(f"{folder.path / GENERATION_CONFIG_FILE}: token id {bad[0]} is outside the vocabulary "
+    bad = config.id_outside(folder.config.vocab_size)
+    if bad is not None:
+        raise ValueError(f"{folder.path / GENERATION_CONFIG_FILE}: token id {bad} is outside the vocabulary "
                          f"of {folder.config.vocab_size} tokens. Re-export the model folder.")
     return config
 
