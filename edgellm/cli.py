@@ -217,12 +217,12 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
         if task == "lm":
             metrics = evaluate(loaded, file, task, **({"max_chars": max_chars} if max_chars else {}))
         else:
-            from edgellm.tasks import read_examples
+            from edgellm import tasks
 
-            prompts = len({e.prompt for e in read_examples(file)[:max_examples]})
+            examples = tasks.read_examples(file)[:max_examples]
+            prompts = len({e.prompt for e in examples})
             with click.progressbar(length=prompts, label=f"{task} eval", file=sys.stderr) as bar:
-                metrics = evaluate(loaded, file, task, max_examples=max_examples, num_beams=num_beams,
-                                   progress=lambda: bar.update(1))
+                metrics = tasks.evaluate(loaded, examples, task, num_beams=num_beams, progress=lambda: bar.update(1))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     _print_metrics(metrics, as_json)
