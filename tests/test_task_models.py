@@ -38,6 +38,11 @@ def test_babi_conversion_options_keep_every_answer_right(tmp_path):
     assert {r["prompt"].count("\n") for r in rows} == {2, 4}  # the first two questions of each story
     assert sum(r["completion"] == " " + r["prompt"].split("\n")[-2].rstrip(".").split()[-1]
                for r in rows) < 0.4 * len(rows)  # balanced: the latest place is seldom the answer
+    subprocess.run([sys.executable, REPO / "data" / "babi-qa1" / "to_jsonl.py", tmp_path, "--augment", "3"],
+                   check=True, capture_output=True)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 10_000 and all(r["completion"] == _answer(r["prompt"]) for r in rows)
+    assert len({r["prompt"] for r in rows}) > 2.5 * 10_000  # statements dropped: new stories
     test = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
     assert len(test) == 1000 and all(r["completion"] == _answer(r["prompt"]) for r in test)
 

@@ -1,6 +1,6 @@
 """bAbI task files -> prompt/completion JSONL: the story so far plus the question, then the answer.
 
-    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--balance] [--max-statements N]
+    python data/babi-qa1/to_jsonl.py [OUT_DIR] [--relabel K] [--augment K] [--balance] [--max-statements N]
 
 writes train.jsonl and test.jsonl (default: here). `--relabel K` adds K copies of each training
 story in which the people and the places are renamed by a random permutation of those the
@@ -19,6 +19,11 @@ seeded random choice), and the latest place is right only about a quarter of the
 `--max-statements N` keeps only the training questions asked after at most N statements (the
 first questions of each story): a short first stage for a curriculum, where the model learns to
 match the asked name against the statements on short stories before it meets long ones.
+
+`--augment K` adds K copies of each training question, each renamed (as above) and with every
+statement except the one that answers it dropped with probability 1/2. Renaming alone keeps each
+story's pattern of who moved when, which a small model can memorise; dropping statements makes
+new patterns, so only reading the question against the statements fits them all.
 
 The test file is never changed.
 """
@@ -55,7 +60,8 @@ def examples(story: list[str]) -> list[dict]:
         if "\t" in line:
             question, answer, since = line.split("\t")
             out.append({"prompt": "\n".join([*told, question.strip()]), "completion": " " + answer,
-                        "since": int(since), "statements": len(told)})
+                        "since": int(since), "statements": len(told), "told": list(told),
+                        "question": question.strip()})
         else:
             told.append(line)
     return out
@@ -77,6 +83,19 @@ def relabel(story: list[str], people: list[str], places: list[str], rng: random.
     return [word.sub(lambda m: rename[m.group(1)], line) for line in story]
 
 
+def augment(row: dict, people: list[str], places: list[str], rng: random.Random) -> dict:
+    """A renamed copy of one question in which each statement, except the one that answers it,
+    is dropped with probability 1/2 (the answer stays right: it is the asked person's latest
+    statement)."""
+    support = row["statements"] - 1 - row["since"]
+    keep = [i for i in range(row["statements"]) if i == support or rng.random() < 0.5]
+    *told, question, answer = relabel([*(row["told"][i] for i in keep), row["question"], row["completion"]],
+                                      people, places, rng)
+    since = len(keep) - 1 - keep.index(support)
+    return {"prompt": "\n".join([*told, question]), "completion": answer, "since": since,
+            "statements": len(told), "told": told, "question": question}
+
+
 def people_and_places(all_stories: list[list[str]]) -> tuple[list[str], list[str]]:
     statements = [line.rstrip(".").split() for story in all_stories for line in story if "\t" not in line]
     return sorted({s[0] for s in statements}), sorted({s[-1] for s in statements})
@@ -89,6 +108,8 @@ if __name__ == "__main__":
                         help="add K renamed copies of each training story (default 0)")
     parser.add_argument("--balance", action="store_true",
                         help="even out how far back the answer was told (training file only)")
+    parser.add_argument("--augment", type=int, default=0, metavar="K",
+                        help="add K renamed copies of each training question with statements dropped")
     parser.add_argument("--max-statements", type=int, default=None, metavar="N",
                         help="keep only training questions asked after at most N statements")
     parser.add_argument("--seed", type=int, default=0)
@@ -103,6 +124,10 @@ if __name__ == "__main__":
             told = [s for story in told for s in [story] + [relabel(story, people, places, rng)
                                                            for _ in range(args.relabel)]]
         rows = [row for story in told for row in examples(story)]
+        if split == "train" and args.augment:
+            rng = random.Random(args.seed)
+            people, places = people_and_places(told)
+            rows = [r for row in rows for r in [row] + [augment(row, people, places, rng) for _ in range(args.augment)]]
         if split == "train" and args.max_statements is not None:
             rows = [row for row in rows if row["statements"] <= args.max_statements]
         if split == "train" and args.balance:
