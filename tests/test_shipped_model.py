@@ -1,11 +1,14 @@
 """The model shipped in models/: found by name, documented, and its greedy output pinned."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import edgellm
+from conftest import REPO
 from edgellm import model_folder
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "shakespeare_greedy.json").read_text())
@@ -53,3 +56,23 @@ def test_shipped_translation_model_translates_held_out_sentences():
     sample = [e for e in examples if e.prompt in set(sources)]
     metrics = evaluate(edgellm.load("en-fr"), sample, "translation")
     assert metrics["chrf"] >= greedy["metrics"]["chrf"] - 10, metrics
+
+
+def test_shipped_qa_model_answers_held_out_questions(tmp_path):
+    """models/babi-qa1: its recorded test accuracy meets the target, and every fifth test question,
+    answered here through the runtime, is answered as well."""
+    from edgellm.tasks import evaluate, read_examples
+
+    folder = model_folder.resolve("babi-qa1")
+    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    greedy = next(e for e in provenance["evaluations"] if e["settings"] == {"decoding": "greedy"})
+    assert greedy["file"] == "data/babi-qa1/test.jsonl" and greedy["metrics"]["exact_match"] >= 0.99
+    assert greedy["metrics"]["examples"] == 999  # distinct prompts: two of the 1,000 questions are the same
+    card = (folder / "README.md").read_text()
+    assert "Creative Commons Attribution 3.0" in card and f"{greedy['metrics']['exact_match']:.4f}" in card
+
+    subprocess.run([sys.executable, REPO / "data" / "babi-qa1" / "to_jsonl.py", tmp_path], check=True,
+                   capture_output=True)  # writes the test file (data/babi-qa1/test.jsonl) here
+    sample = read_examples(tmp_path / "test.jsonl")[::5]
+    metrics = evaluate(edgellm.load("babi-qa1"), sample, "qa")
+    assert metrics["examples"] >= 199 and metrics["exact_match"] >= 0.98, metrics
