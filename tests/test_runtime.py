@@ -1,7 +1,10 @@
 """The runtime on a real exported model: generation modes, batching, processors, scoring, threads."""
 
 import math
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +236,10 @@ def test_bad_arguments_are_explained(model):
     ]:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_attention_cache_bench_runs_and_the_in_place_cache_agrees_with_concat():
+    bench = Path(__file__).parent.parent / "bench" / "attention_cache.py"
+    result = subprocess.run([sys.executable, bench, "--repeats", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr  # it asserts that both caches give the same output
+    assert result.stdout.count("x faster") == 2
