@@ -93,11 +93,11 @@ def main() -> None:
     in_place = ort.InferenceSession(in_place_model(), options)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 1, WIDTH)).astype(np.float32)
+    names = [o.name for o in concat.get_outputs()]
     print(f"{LAYERS} attention layers, {HEADS} heads of {HEAD_DIM}, context {CONTEXT}, {args.threads} thread(s)")
     for position in (10, 900):
         past = {f"{kv}{i}": rng.standard_normal((1, HEADS, position, HEAD_DIM)).astype(np.float32)
                 for i in range(LAYERS) for kv in "kv"}
-        names = [o.name for o in concat.get_outputs()]
         feed = {"x": x, **{"past_" + name: value for name, value in past.items()}}
         expected = concat.run(names[:1], feed)[0]
         binding = in_place.io_binding()

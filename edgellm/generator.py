@@ -164,19 +164,21 @@ class Generator:
                        total_ms=1000 * (ended - started),
                        decode_tokens_per_s=rows * step / (ended - decode_started) if step else 0.0)
 
-    def _one_sequence(self, config: GenerationConfig) -> None:
+    def _one_sequence(self, prompt_ids: list[int], config: GenerationConfig | None
+                      ) -> tuple[GenerationConfig, list[int]]:
+        """Checked settings for streaming one sequence, and the prompt fitted to the context."""
+        config = self.settings(config)
         if config.num_beams > 1 or config.num_return_sequences > 1:
             raise ValueError("Streaming generates one sequence. Received: num_beams="
                              f"{config.num_beams}, num_return_sequences={config.num_return_sequences}. "
                              "Use generate() for several.")
+        return config, fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
+                                   config.truncate)
 
     def token_stream(self, prompt_ids: list[int], config: GenerationConfig | None = None,
                      timings: dict | None = None) -> Iterator[int]:
         """Yield the generated ids of one prompt one at a time; returns the finish reason."""
-        config = self.settings(config)
-        self._one_sequence(config)
-        prompt_ids = fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
-                                 config.truncate)
+        config, prompt_ids = self._one_sequence(prompt_ids, config)
         emitted, row = 0, None
         for search in self._search([prompt_ids], config, {} if timings is None else timings):
             row = search.rows[0]
@@ -205,10 +207,7 @@ class Generator:
         """The text of one sequence, one piece per generated token ("" while text is held back:
         an incomplete UTF-8 character, or what may be the start of a stop string), then what was
         held at the end. Returns the finished `Row` (its ids and finish_reason)."""
-        config = self.settings(config)
-        self._one_sequence(config)
-        prompt_ids = fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
-                                 config.truncate)
+        config, prompt_ids = self._one_sequence(prompt_ids, config)
         row = None
         for search in self._search([prompt_ids], config, {} if timings is None else timings, track_text=True):
             row = search.rows[0]

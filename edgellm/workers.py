@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,7 @@ class Job:
     def __init__(self, generator: Generator, prompt_ids: list[int], config: GenerationConfig, stops=(),
                  strip_leading: bool = False):
         self.generator, self.prompt_ids = generator, prompt_ids
-        self.config = dataclasses.replace(config, stop_strings=tuple(dict.fromkeys((*config.stop_strings, *stops))))
+        self.config = config.replace(stop_strings=tuple(dict.fromkeys((*config.stop_strings, *stops))))
         self.strip_leading = strip_leading
         self.cancel = threading.Event()
         self.completion_tokens = 0
