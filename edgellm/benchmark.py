@@ -53,7 +53,7 @@ def time_per_token(model, position: int, steps: int = 16, repeats: int = 5) -> f
     ids = np.array([prompt_of(model, position)], np.int64)
     times = []
     for _ in range(repeats + 1):
-        run = model.session.new_run(1)
+        run = model.session.new_run(1, position + steps)
         run.step(ids, np.ones((1, position), np.int64), np.arange(position, dtype=np.int64)[None])
         token = np.array([[int(ids[0, -1])]], np.int64)
         mask = np.ones((1, position + steps), np.int64)

@@ -66,8 +66,12 @@ def main():
 @click.option("--opset", default=17, help="ONNX opset to convert to.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Ship int8 weights (onnxruntime dynamic quantization).")
 @click.option("--fp16", is_flag=True, help="Ship float16 weights (inputs and outputs stay float32).")
+@click.option("--kv-cache", type=click.Choice(["in_place", "concat"]), default="in_place", show_default=True,
+              help="in_place: attention as onnxruntime's GroupQueryAttention, which updates one preallocated "
+                   "cache (fast late in a long context). concat: standard ONNX operators only, for other "
+                   "ONNX runtimes; the cache is copied each step.")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
-def export(checkpoint, out_dir, opset, quantize, fp16, force):
+def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, force):
     """Export a training CHECKPOINT to a validated ONNX model folder OUT_DIR.
 
     The float32 ONNX model (with KV cache) is checked against the Keras model before anything
@@ -84,7 +88,8 @@ def export(checkpoint, out_dir, opset, quantize, fp16, force):
     except ImportError as error:
         raise click.ClickException(f"edgellm export needs {error.name}. Install it with: {TRAIN_EXTRA}")
     try:
-        parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force)["parity"]
+        parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force,
+                            kv_cache=kv_cache)["parity"]
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out_dir} (max logit difference vs Keras: prefill "

@@ -69,7 +69,8 @@ class Generator:
         self.config = self.folder.config
         self.tokenizer = model_folder.read_tokenizer(self.folder)
         self.defaults = model_folder.read_generation_config(self.folder)
-        self.session = DecoderSession(self.folder.path / model_folder.MODEL_FILE, self.config, providers, threads)
+        self.session = DecoderSession(self.folder.path / model_folder.MODEL_FILE, self.config, providers, threads,
+                                      self.folder.kv_cache)
         self.providers = self.session.providers
         self.pad_id = self.folder.special_tokens.get("pad_token_id") or 0
         # task models (translation, question answering) wrap each prompt in their training template
@@ -83,7 +84,7 @@ class Generator:
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
                 past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One run of model.onnx; the generation loop runs every step through it on the CPU.
+        """One plain run of model.onnx, the cache passed in and returned (scoring, evaluation).
 
         Args:
             input_ids, position_ids: (batch, seq) int64.
@@ -93,6 +94,11 @@ class Generator:
             logits (batch, seq, vocab) and the present keys/values, each (batch, heads, past + seq, head_dim).
         """
         return self.session.forward(input_ids, attention_mask, position_ids, past)
+
+    def step(self, run, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """One step of a generation run (`session.InPlaceRun` or `ConcatRun`): the loop runs every
+        step through here. Returns the logits of each row's last position (rows, vocab)."""
+        return run.step(input_ids, attention_mask, position_ids)
 
     # ---- settings ----------------------------------------------------------------------------
 
@@ -140,15 +146,15 @@ class Generator:
             search = SampleSearch(state, [Row(limit, TextTracker(self.tokenizer, config.stop_strings)
                                                 if track else None) for limit in limits],
                                    [r % copies for r in range(rows)])
-        run = self.session.new_run(rows, self.forward)  # forward: a subclass may wrap it
+        run = self.session.new_run(rows, width + steps)
         mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
         mask[:, :width] = batch.mask
         ids, positions, total = batch.ids, batch.positions, width
         started = time.perf_counter()
         decode_started, step = started, 0
         for step in range(steps):
-            logits = run.step(ids, mask[:, :total] if rows == 1 else np.ascontiguousarray(mask[:, :total]),
-                              positions)
+            logits = self.step(run, ids, mask[:, :total] if rows == 1 else np.ascontiguousarray(mask[:, :total]),
+                               positions)
             if step == 0:
                 decode_started = time.perf_counter()
                 timings["prefill_ms"] = 1000 * (decode_started - started)

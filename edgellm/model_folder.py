@@ -53,6 +53,11 @@ class ModelFolder:
     generation: dict  # generation_config.json without its format_version
     meta: dict  # the whole config.json
 
+    @property
+    def kv_cache(self) -> str:
+        """How model.onnx caches keys and values: "in_place" or "concat" (see session.py)."""
+        return self.meta.get("onnx", {}).get("kv_cache", "concat")
+
 
 def shipped_models_dir() -> Path | None:
     spec = importlib.util.find_spec("edgellm.models")

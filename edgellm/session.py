@@ -1,14 +1,17 @@
-"""model.onnx on onnxruntime: providers, threads, and the cache of one generation call.
+"""model.onnx on onnxruntime: providers, threads, and the KV cache of one generation call.
 
-The graph concatenates past and new keys/values, so each step reads the past cache and returns
-a present cache one position longer; the present becomes the next step's past. A `DecodeRun`
-holds that cache for one call, so one `DecoderSession` serves several threads at once
+A model folder's graph has one of two cache layouts (config.json's onnx.kv_cache):
+
+- "in_place" (what `edgellm export` writes): each layer's attention is onnxruntime's
+  GroupQueryAttention. An `InPlaceRun` preallocates one (rows, heads, capacity, head_dim) buffer
+  per key and value and binds it, through IO binding, as both past and present, so a step
+  writes one new slot and reads only the filled part: no copy of the cache per token.
+- "concat" (folders exported with --kv-cache concat, and older ones): the graph concatenates
+  past and new keys/values, so each step returns a present cache one position longer that
+  becomes the next step's past (`ConcatRun`).
+
+Each run holds the cache of one call, so one `DecoderSession` serves several threads at once
 (onnxruntime's `InferenceSession.run` is thread-safe and all per-call state is the run's).
-
-On the CPU plain `run` with numpy arrays is used: measured on the 4-layer model, binding
-preallocated past/present buffers through IO binding was about 8% slower per token (the
-binding calls cost more than they save, as numpy inputs and outputs are not copied anyway).
-On a GPU the cache stays on the device through IO binding.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from edgellm.config import ModelConfig
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+KV_CACHES = ("in_place", "concat")
 
 
 def default_threads() -> int:
@@ -54,10 +58,13 @@ class DecoderSession:
     """
 
     def __init__(self, path: Path, config: ModelConfig, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, kv_cache: str = "concat"):
         import onnxruntime as ort
 
-        self.config = config
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"{path}: config.json's onnx.kv_cache must be one of {', '.join(KV_CACHES)}. "
+                             f"Received: {kv_cache!r}. Re-export the model folder.")
+        self.config, self.kv_cache = config, kv_cache
         options = ort.SessionOptions()
         if threads is None:
             threads = default_threads()
@@ -75,7 +82,7 @@ class DecoderSession:
                              "(the file may be truncated or from another model).") from None
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        self.io_binding = self.device != "cpu"  # keep the cache on the device between steps
+        self.bind_cache = self.device != "cpu"  # a Concat cache stays on the device between steps
         expected = input_names(config.num_layers)
         found = [i.name for i in self.session.get_inputs()]
         if sorted(found) != sorted(expected):
@@ -98,24 +105,94 @@ class DecoderSession:
         logits, *present = self._run(self.output_names, feed, None)
         return logits, present
 
-    def new_run(self, rows: int, forward=None) -> "DecodeRun":
-        """The cache of one generation of `rows` sequences; `forward` (default: this session's)
-        runs a step when the cache is not bound to a device."""
-        return DecodeRun(self, rows, self.io_binding, forward or self.forward)
+    def new_run(self, rows: int, capacity: int) -> "InPlaceRun | ConcatRun":
+        """The cache of one generation of `rows` sequences of at most `capacity` positions."""
+        if self.kv_cache == "in_place":
+            return InPlaceRun(self, rows, capacity)
+        return ConcatRun(self, rows)
 
 
-class DecodeRun:
-    """The cache of one generation call, carried from step to step.
+class InPlaceRun:
+    """The cache of one generation call in preallocated buffers that the graph updates in place.
 
     `step(ids, mask, positions)` runs the model on (rows, seq) new ids, given the attention mask
     over (rows, past + seq) positions, and returns the logits of the last position (rows, vocab).
-    Each step's present keys/values become the next step's past without a copy: on the CPU as
-    the numpy arrays onnxruntime returns (they share its memory), on a GPU as OrtValues that stay
-    on the device through IO binding, so only ids, mask, positions and logits cross to the host.
+    Past and present of each layer are bound to one buffer once. On a GPU the buffers live on
+    the device, so only ids, mask, positions and logits cross.
     """
 
-    def __init__(self, decoder: DecoderSession, rows: int, bound: bool, forward):
-        self.decoder, self.rows, self.bound, self._forward = decoder, rows, bound, forward
+    def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
+        import onnxruntime as ort
+
+        self.decoder, self.rows, self.capacity, self.past_length = decoder, rows, capacity, 0
+        cfg = decoder.config
+        self._binding = binding = decoder.session.io_binding()
+        binding.bind_output("logits", "cpu")  # bound first: output 0
+        self._buffers = []
+        shape = (rows, cfg.num_heads, capacity, cfg.head_dim)
+        for past, present in zip(decoder.input_names[3:], decoder.output_names[1:]):
+            if decoder.device == "cpu":  # numpy memory, shared with onnxruntime (zeroed lazily by the OS)
+                buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+            else:
+                buffer = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, decoder.device, 0)
+            binding.bind_ortvalue_input(past, buffer)
+            binding.bind_ortvalue_output(present, buffer)  # the same buffer: written in place
+            self._buffers.append(buffer)
+        # one-token steps reuse bound host arrays: ids and positions are written into them and
+        # the logits land in one preallocated array, so a step binds only the growing mask
+        self._ids, self._positions = np.zeros((rows, 1), np.int64), np.zeros((rows, 1), np.int64)
+        self._logits = np.zeros((rows, 1, cfg.vocab_size), np.float32)
+        self._one_token_bound = False
+
+    def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        rows, seq = input_ids.shape
+        assert rows == self.rows and attention_mask.shape == (rows, self.past_length + seq)
+        assert self.past_length + seq <= self.capacity, "the run's cache is full"
+        binding = self._binding
+        if seq == 1:
+            if not self._one_token_bound:
+                binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids))
+                binding.bind_ortvalue_input("position_ids", ort.OrtValue.ortvalue_from_numpy(self._positions))
+                binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
+                self._one_token_bound = True
+            self._ids[:] = input_ids
+            self._positions[:] = position_ids
+        else:  # a prompt: bind its arrays; the logits are allocated for its length
+            binding.bind_cpu_input("input_ids", input_ids)
+            binding.bind_cpu_input("position_ids", position_ids)
+            binding.bind_output("logits", "cpu")
+            self._one_token_bound = False
+        binding.bind_cpu_input("attention_mask", attention_mask)
+        self.decoder.session.run_with_iobinding(binding)
+        self.past_length += seq
+        if seq == 1:
+            return self._logits[:, 0].copy()  # (rows, vocab); the array is rewritten next step
+        return binding.get_outputs()[0].numpy()[:, -1]
+
+    def reorder(self, parents: np.ndarray) -> None:
+        """Row r continues the cache of row parents[r] (beam search)."""
+        filled = self.past_length
+        for buffer in self._buffers:
+            cache = buffer.numpy()  # the buffer itself on the CPU, a host copy on a GPU
+            cache[:, :, :filled] = cache[parents, :, :filled]
+            if self.decoder.device != "cpu":
+                buffer.update_inplace(cache)
+
+
+class ConcatRun:
+    """The cache of one generation call with a Concat graph, carried from step to step.
+
+    `step` is as in `InPlaceRun`. Each step's present keys/values become the next step's past
+    without a copy: on the CPU as the numpy arrays onnxruntime returns (they share its memory;
+    measured on the 4-layer model, binding them through IO binding was about 8% slower), on a GPU
+    as OrtValues that stay on the device through IO binding.
+    """
+
+    def __init__(self, decoder: DecoderSession, rows: int):
+        self.decoder, self.rows = decoder, rows
+        self.bound = decoder.bind_cache
         self.past_length = 0
         self._past = decoder.empty_past(rows)  # numpy arrays, or OrtValues when bound
         if self.bound:
@@ -130,10 +207,9 @@ class DecodeRun:
         if self.bound:
             logits = self._bound_step(input_ids, attention_mask, position_ids)
         else:
-            logits, self._past = self._forward(input_ids, attention_mask, position_ids, self._past)
+            logits, self._past = self.decoder.forward(input_ids, attention_mask, position_ids, self._past)
         self.past_length += seq
         return logits[:, -1]  # (rows, vocab)
-
     def _bound_step(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding, device = self._binding, self.decoder.device
         binding.bind_cpu_input("input_ids", input_ids)

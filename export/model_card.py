@@ -50,9 +50,15 @@ def render(name: str, config: dict, folder: Path) -> str:
     if (folder / "loss_curve.png").is_file():
         lines += ["![loss curve](loss_curve.png)", ""]
     lines += _evaluations(prov.get("evaluations") or [])
+    onnx_info = config.get("onnx", {})
+    flags = {"int8": " --quantize int8", "float16": " --fp16"}.get(onnx_info.get("weights"), "")
+    flags += " --kv-cache concat" if onnx_info.get("kv_cache") == "concat" else ""
     lines += [
         "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
         "",
+        f"- command: `edgellm export {prov.get('checkpoint')} models/{name}{flags}`; KV cache: "
+        + ("in place (onnxruntime GroupQueryAttention)" if onnx_info.get("kv_cache") == "in_place"
+           else "Concat (standard ONNX operators)"),
         f"- {parity.get('prompts')} prompts, {parity.get('new_tokens_per_prompt')} greedy tokens each, at batch "
         f"sizes {parity.get('batch_sizes')} (left-padded); greedy tokens identical: {parity.get('greedy_tokens_equal')}",
         f"- max |logit difference|: prefill {_fmt(parity.get('max_abs_logit_diff_prefill'), '.2e')}, "

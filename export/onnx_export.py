@@ -3,8 +3,9 @@
     edgellm export runs/shakespeare models/shakespeare
 
 Steps: load the checkpoint under the TensorFlow backend; trace `GPT.decode` (the KV-cache
-forward pass) with an explicit input signature; convert with tf2onnx; name the graph's dynamic
-dimensions; write the folder's files into a temporary folder next to OUT_DIR; check the ONNX
+forward pass) with an explicit input signature; convert with tf2onnx; by default rewrite each
+layer's attention into GroupQueryAttention so the runtime can cache in place
+(in_place_cache.py); name the graph's dynamic dimensions; write the folder's files into a temporary folder next to OUT_DIR; check the ONNX
 model against the Keras model (validate.py); only then rename the folder into place.
 """
 
@@ -22,6 +23,7 @@ from edgellm import model_folder
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_OPSET = 17
+KV_CACHES = ("in_place", "concat")  # see in_place_cache.py and edgellm/session.py
 
 
 def _import_tensorflow():
@@ -40,9 +42,13 @@ def _import_tensorflow():
     return tf, tf2onnx
 
 
-def to_onnx(model, opset: int = DEFAULT_OPSET):
-    """Convert a GPT's KV-cache forward pass to an ONNX ModelProto with Optimum's names."""
+def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
+    """Convert a GPT's KV-cache forward pass to an ONNX ModelProto with Optimum's names.
+    `kv_cache` "in_place" rewrites the attention into GroupQueryAttention; "concat" keeps
+    tf2onnx's graph of standard ONNX operators."""
     import onnx
+
+    from edgellm.export import in_place_cache
 
     tf, tf2onnx = _import_tensorflow()
     cfg = model.config
@@ -63,11 +69,16 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
     except Exception as error:  # tf2onnx raises many types; the first line names the op
         raise ValueError(f"tf2onnx could not convert the model: {str(error).splitlines()[0]}. "
                          "Use layers built from keras.ops that tf2onnx supports.") from None
-    unsupported = sorted({n.op_type for n in proto.graph.node
-                          if not onnx.defs.has(n.op_type, n.domain or "")})
+    unsupported = sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")})
     if unsupported:
         raise ValueError(f"The model uses operations ONNX does not have: {', '.join(unsupported)}. "
                          "Replace the layers that produce them (exact GELU becomes Erfc: use the tanh form).")
+    if kv_cache == "in_place":
+        try:
+            in_place_cache.rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.head_dim)
+        except in_place_cache.RewriteError as error:
+            raise ValueError(f"Cannot rewrite the attention for the in-place cache ({error}). "
+                             "Export with --kv-cache concat.") from None
     _name_dimensions(proto, cfg)
     _share_transposed_weights(proto)
     return proto
@@ -122,7 +133,7 @@ def _name_dimensions(proto, cfg) -> None:
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-           weights: str = "float32", force: bool = False) -> dict:
+           weights: str = "float32", force: bool = False, kv_cache: str = "in_place") -> dict:
     """Export a training checkpoint to a validated model folder. Returns config.json's provenance.
 
     Args:
@@ -131,6 +142,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         opset: ONNX opset.
         weights: "float32", or a smaller variant of model.onnx: "int8" or "float16".
         force: replace `out_dir` if it exists.
+        kv_cache: "in_place" (GroupQueryAttention, onnxruntime only; the runtime updates one
+            preallocated cache) or "concat" (standard ONNX operators; the cache is copied each step).
 
     Example:
         >>> provenance = export("runs/tiny", "models/tiny")
@@ -144,13 +157,15 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
 
     if weights not in variants.VARIANTS:
         raise ValueError(f"weights must be one of {variants.VARIANTS}. Received: weights={weights!r}")
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}. Received: kv_cache={kv_cache!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
     checkpoint.load_meta(checkpoint_dir)  # clear errors before TensorFlow starts
     _import_tensorflow()
     model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
-    proto = to_onnx(model, opset)
+    proto = to_onnx(model, opset, kv_cache)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -166,7 +181,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
                     {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "top_p": 0.95})
         _write(tmp / model_folder.GENERATION_CONFIG_FILE, {
             "format_version": model_folder.FORMAT_VERSION, **sampling, "stop_token_ids": [eos]})
-        _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special))
+        _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special, kv_cache))
         provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
                       "data": meta.get("data"), "training": meta.get("training"),
                       "metrics": meta.get("metrics"), "data_licences": _data_licences(meta.get("data") or []),
@@ -176,7 +191,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
             "model_type": "edgellm-gpt",
             "architecture": model.config.to_dict(),
             "special_tokens": special,
-            "onnx": {"file": model_folder.MODEL_FILE, "opset": opset, "weights": weights,
+            "onnx": {"file": model_folder.MODEL_FILE, "opset": opset, "weights": weights, "kv_cache": kv_cache,
                      "inputs": input_names(model.config.num_layers),
                      "outputs": output_names(model.config.num_layers)},
             "provenance": provenance,
@@ -224,8 +239,9 @@ def _data_licences(files: list[str]) -> dict:
     return found
 
 
-def genai_config(cfg, special: dict) -> dict:
-    """onnxruntime-genai's description of the same folder (model type "decoder")."""
+def genai_config(cfg, special: dict, kv_cache: str = "in_place") -> dict:
+    """onnxruntime-genai's description of the same folder (model type "decoder"); an in-place
+    graph lets it share one buffer between past and present too."""
     return {
         "model": {
             "type": "decoder",
@@ -249,7 +265,7 @@ def genai_config(cfg, special: dict) -> dict:
             },
         },
         "search": {"do_sample": False, "max_length": cfg.context_length, "min_length": 0,
-                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": False,
+                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": kv_cache == "in_place",
                    "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0,
                    "early_stopping": True, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
                    "diversity_penalty": 0.0},

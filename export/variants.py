@@ -23,11 +23,15 @@ def make_variant(float32_path: Path, out_path: Path, variant: str) -> None:
     elif variant == "int8":
         import logging
 
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         logging.getLogger().setLevel(logging.ERROR)  # quiet its advice to pre-process first
+        # ONNX shape inference stops at GroupQueryAttention (a com.microsoft op): the tensors
+        # after it are float32, which the quantizer is told here
         quantize_dynamic(str(float32_path), str(out_path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"])
+                         op_types_to_quantize=["MatMul", "Gather"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         _drop_float_copies(out_path)
     elif variant == "float16":
         import onnx

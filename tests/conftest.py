@@ -37,3 +37,13 @@ def tiny_folder(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     export(tiny_checkpoint, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_concat_folder(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The same checkpoint exported with the Concat cache (standard ONNX operators only)."""
+    from edgellm.export.onnx_export import export
+
+    out = tmp_path_factory.mktemp("models") / "tiny-concat"
+    export(tiny_checkpoint, out, kv_cache="concat")
+    return out

@@ -26,6 +26,32 @@ def test_onnxruntime_genai_runs_the_folder_unchanged_with_the_same_greedy_tokens
         assert theirs == ours
 
 
+def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
+    import onnx
+
+    for folder, attention, layout in ((tiny_folder, "GroupQueryAttention", "in_place"),
+                                      (tiny_concat_folder, "Softmax", "concat")):
+        graph = onnx.load(str(folder / "model.onnx")).graph
+        ops = [n.op_type for n in graph.node]
+        assert ops.count(attention) == TINY["layers"]
+        assert json.loads((folder / "config.json").read_text())["onnx"]["kv_cache"] == layout
+        genai = json.loads((folder / "genai_config.json").read_text())
+        assert genai["search"]["past_present_share_buffer"] == (layout == "in_place")
+    assert all(n.domain in ("", "ai.onnx") for n in onnx.load(str(tiny_concat_folder / "model.onnx")).graph.node)
+
+
+def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
+    from onnx import helper
+
+    from edgellm.export import in_place_cache
+
+    graph = helper.make_graph([helper.make_node("Identity", ["past_key_values.0.key"], ["present.0.key"]),
+                               helper.make_node("Identity", ["past_key_values.0.value"], ["present.0.value"])],
+                              "g", [], [])
+    with pytest.raises(in_place_cache.RewriteError, match="do not come from Concat"):
+        in_place_cache.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, head_dim=4)
+
+
 @pytest.mark.parametrize("weights", ["int8", "float16"])
 def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path, weights):
     from edgellm.export.onnx_export import export

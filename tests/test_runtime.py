@@ -170,13 +170,31 @@ def test_beam_search(model):
         list(model.stream("ROMEO:", num_beams=2))
 
 
-def test_io_binding_path_gives_the_same_tokens(tiny_folder):
-    """The path a GPU takes (cache kept in OrtValues through IO binding), run on the CPU."""
-    plain, bound = load(tiny_folder), load(tiny_folder)
-    bound.session.io_binding = True
-    for settings in (GREEDY, dict(num_beams=3, max_new_tokens=8, stop_token_ids=())):
-        assert [r.token_ids for r in bound.generate(PROMPTS, **settings)] == \
-            [r.token_ids for r in plain.generate(PROMPTS, **settings)]
+def test_in_place_and_concat_caches_give_the_same_tokens(tiny_folder, tiny_concat_folder):
+    """Both graph layouts, and the Concat cache kept in OrtValues through IO binding (the path a
+    GPU takes), run on the CPU: greedy batches, beams and sampling agree token for token."""
+    in_place, concat, bound = load(tiny_folder), load(tiny_concat_folder), load(tiny_concat_folder)
+    assert (in_place.session.kv_cache, concat.session.kv_cache) == ("in_place", "concat")
+    bound.session.bind_cache = True
+    for settings in (GREEDY, dict(num_beams=3, max_new_tokens=8, stop_token_ids=()),
+                     dict(temperature=0.9, top_k=40, seed=3, max_new_tokens=12)):
+        expected = [r.token_ids for r in concat.generate(PROMPTS, **settings)]
+        assert [r.token_ids for r in in_place.generate(PROMPTS, **settings)] == expected
+        assert [r.token_ids for r in bound.generate(PROMPTS, **settings)] == expected
+
+
+def test_the_in_place_cache_is_written_into_the_runs_buffers(model):
+    """The run's preallocated buffers, bound as both past and present, hold what a plain forward
+    pass returns as present keys and values: the graph wrote them in place."""
+    ids = np.array([model.tokenizer.encode("ROMEO: What, ho!")], np.int64)
+    n = ids.shape[1]
+    run = model.session.new_run(1, n + 4)
+    run.step(ids[:, :-1], np.ones((1, n - 1), np.int64), np.arange(n - 1)[None])
+    run.step(ids[:, -1:], np.ones((1, n), np.int64), np.array([[n - 1]]))
+    _, present = model.forward(ids, np.ones_like(ids), np.arange(n)[None], model.empty_past(1))
+    for buffer, expected in zip(run._buffers, present):
+        cache = buffer.numpy()
+        assert np.allclose(cache[:, :, :n], expected, atol=1e-5) and not cache[:, :, n:].any()
 
 
 def test_score_matches_the_model_and_slides_over_long_text(model):

@@ -43,8 +43,8 @@ def running(generator, **options):
 
 
 class SlowGenerator(Generator):
-    """The real tiny model with each forward pass `delay` seconds longer, as a larger model would
-    be: it lets tests hold requests in flight. `forwards` counts the passes run."""
+    """The real tiny model with each generation step `delay` seconds longer, as a larger model would
+    be: it lets tests hold requests in flight. `forwards` counts the steps run."""
 
     delay = 0.04
 
@@ -53,11 +53,11 @@ class SlowGenerator(Generator):
         self.forwards = 0
         self._lock = threading.Lock()
 
-    def forward(self, *args):
+    def step(self, *args):
         time.sleep(self.delay)
         with self._lock:
             self.forwards += 1
-        return super().forward(*args)
+        return super().step(*args)
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,8 @@ class GPT(keras.Model):
 
     def _forward(self, input_ids, position_ids, attention_mask, past, training):
         seq = ops.shape(input_ids)[1]
-        past_len = 0 if past is None else ops.shape(past[0][0])[2]
+        # the mask spans past + seq; the past arrays may be longer (a preallocated in-place cache)
+        past_len = 0 if attention_mask is None else ops.shape(attention_mask)[1] - seq
         total = past_len + seq
         # query i sits at absolute position past_len + i and sees keys 0..past_len + i
         query_pos = ops.arange(seq, dtype="int32") + ops.cast(past_len, "int32")
