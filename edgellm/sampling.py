@@ -149,8 +149,16 @@ def _keep_up_to_mass(logits: np.ndarray, probs: np.ndarray, order: np.ndarray, m
 
 
 def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
-    order = np.argsort(-logits, axis=-1, kind="stable")
-    return _keep_up_to_mass(logits, _softmax(logits), order, state.config.top_p)
+    # only the tokens still allowed are ranked: after top_k, k of them rather than the vocabulary
+    out = np.full_like(logits, -np.inf)
+    for row in range(logits.shape[0]):
+        alive = np.flatnonzero(np.isfinite(logits[row]))
+        values = logits[row, alive]
+        order = np.argsort(-values, kind="stable")  # ties keep vocabulary order
+        sorted_probs = _softmax(values)[order]
+        kept = alive[order[np.cumsum(sorted_probs) - sorted_probs < state.config.top_p]]  # the first always stays
+        out[row, kept] = logits[row, kept]
+    return out
 
 
 def typical_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
@@ -227,12 +235,15 @@ class Sampler:
             if not self.processors:
                 return logits.argmax(-1)
             return process(logits, state, self.processors).argmax(-1)
-        probs = _softmax(process(logits, state, self.processors))
-        cumulative = np.cumsum(probs, -1)  # (rows, vocab)
-        draws = np.array([rng.random() for rng in self.rngs]) * cumulative[:, -1]
-        tokens = (cumulative <= draws[:, None]).sum(-1)  # first index whose cumulative mass passes the draw
-        # a draw can land on the mass of a zero-probability tail only through rounding
-        return np.minimum(tokens, probs.shape[-1] - 1)
+        processed = process(logits, state, self.processors)
+        tokens = np.empty(len(processed), np.int64)
+        for row, rng in enumerate(self.rngs):  # draw among the tokens the processors left
+            alive = np.flatnonzero(np.isfinite(processed[row]))
+            cumulative = np.cumsum(_softmax(processed[row, alive]))
+            # the first token whose cumulative mass passes the draw (rounding can put the draw past the end)
+            picked = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
+            tokens[row] = alive[min(picked, alive.size - 1)]
+        return tokens
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -145,18 +145,14 @@ class InPlaceRun:
         self._one_token_bound = False
 
     def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        import onnxruntime as ort
-
+        """See the class; on a one-token step the logits returned are valid until the next step."""
         rows, seq = input_ids.shape
         assert rows == self.rows and attention_mask.shape == (rows, self.past_length + seq)
         assert self.past_length + seq <= self.capacity, "the run's cache is full"
         binding = self._binding
         if seq == 1:
             if not self._one_token_bound:
-                binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids))
-                binding.bind_ortvalue_input("position_ids", ort.OrtValue.ortvalue_from_numpy(self._positions))
-                binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
-                self._one_token_bound = True
+                self._bind_one_token_arrays()
             self._ids[:] = input_ids
             self._positions[:] = position_ids
         else:  # a prompt: bind its arrays; the logits are allocated for its length
@@ -168,8 +164,16 @@ class InPlaceRun:
         self.decoder.session.run_with_iobinding(binding)
         self.past_length += seq
         if seq == 1:
-            return self._logits[:, 0].copy()  # (rows, vocab); the array is rewritten next step
+            return self._logits[:, 0]  # (rows, vocab), rewritten by the next step
         return binding.get_outputs()[0].numpy()[:, -1]
+
+    def _bind_one_token_arrays(self) -> None:
+        import onnxruntime as ort
+
+        self._binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids))
+        self._binding.bind_ortvalue_input("position_ids", ort.OrtValue.ortvalue_from_numpy(self._positions))
+        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
+        self._one_token_bound = True
 
     def reorder(self, parents: np.ndarray) -> None:
         """Row r continues the cache of row parents[r] (beam search)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgellm.export.graph_passes import Graph, remove_unused, sort
+
 DOMAIN = "com.microsoft"
 
 
@@ -32,15 +34,8 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
     from onnx import helper, numpy_helper
 
     graph = proto.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    index = Graph(graph)
+    producer, consumers, constants = index.producer, index.consumers, index.constants
 
     def only(name: str, op_types: tuple[str, ...], layer: int):
         found = consumers.get(name, [])
@@ -77,20 +72,28 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
             raise RewriteError(f"layer {i}: the attention weights do not multiply present.{i}.value")
 
         prefix = f"gqa_{i}"
-        for name, source in (("q", query), ("k", new_k), ("v", new_v)):  # (b, h, s, d) -> (b, s, h * d)
-            new_nodes += [helper.make_node("Transpose", [source], [f"{prefix}/{name}_bshd"], perm=[0, 2, 1, 3]),
-                          helper.make_node("Reshape", [f"{prefix}/{name}_bshd", "gqa/merge_heads"],
-                                           [f"{prefix}/{name}"])]
+        packed = _packed_qkv(index, query, new_k, new_v)
+        if packed is not None:  # the qkv projection itself: (b, s, 3 * h * d), split by the op
+            qkv = [packed, "", ""]
+        else:
+            qkv = [f"{prefix}/{name}" for name in "qkv"]
+            for name, source in zip(qkv, (query, new_k, new_v)):  # (b, h, s, d) -> (b, s, h * d)
+                new_nodes += [helper.make_node("Transpose", [source], [f"{name}_bshd"], perm=[0, 2, 1, 3]),
+                              helper.make_node("Reshape", [f"{name}_bshd", "gqa/merge_heads"], [name])]
+        merge = _merged_heads(index, weighted.output[0])
+        output = merge[-1].output[0] if merge else f"{prefix}/y"
         new_nodes.append(helper.make_node(
-            "GroupQueryAttention",
-            [f"{prefix}/q", f"{prefix}/k", f"{prefix}/v", past_k, past_v, "gqa/seqlens_k", "gqa/total",
-             "", "", "", bias],
-            [f"{prefix}/y", f"present.{i}.key", f"present.{i}.value"],
+            "GroupQueryAttention", [*qkv, past_k, past_v, "gqa/seqlens_k", "gqa/total", "", "", "", bias],
+            [output, f"present.{i}.key", f"present.{i}.value"],
             name=f"{prefix}/GroupQueryAttention", domain=DOMAIN,
             num_heads=num_heads, kv_num_heads=num_heads, scale=scale))
-        new_nodes += [  # back to the (b, h, s, d) layout the graph continues from
-            helper.make_node("Reshape", [f"{prefix}/y", "gqa/split_heads"], [f"{prefix}/y_bshd"]),
-            helper.make_node("Transpose", [f"{prefix}/y_bshd"], [weighted.output[0]], perm=[0, 2, 1, 3])]
+        if merge:  # the graph merged the heads into (b, s, h * d) next, which is the op's output
+            for old in merge:
+                graph.node.remove(old)
+        else:  # back to the (b, h, s, d) layout the graph continues from
+            new_nodes += [
+                helper.make_node("Reshape", [output, "gqa/split_heads"], [f"{prefix}/y_bshd"]),
+                helper.make_node("Transpose", [f"{prefix}/y_bshd"], [weighted.output[0]], perm=[0, 2, 1, 3])]
         for old in (concat_k, concat_v, transpose, scores, node, add, softmax, weighted):
             graph.node.remove(old)
 
@@ -100,10 +103,48 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
         numpy_helper.from_array(np.array([1], np.int32), "gqa/one"),
     ])
     graph.node.extend(new_nodes)
-    _sort(graph)
-    _remove_unused(graph)
+    try:
+        sort(graph)
+    except ValueError as error:
+        raise RewriteError(str(error)) from None
+    remove_unused(graph)
     if not any(o.domain == DOMAIN for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+
+
+def _packed_qkv(index: Graph, query: str, key: str, value: str) -> str | None:
+    """The (b, s, 3 * h * d) projection that query, key and value are sliced from, when each is
+    Squeeze(Slice(Transpose(Reshape(qkv, (b, s, 3, h, d)), (2, 0, 3, 1, 4)))) at 0, 1 and 2 in turn
+    and the projection is a 3-D MatMul; else None (rotary positions, for one, come in between)."""
+    sources = []
+    for position, name in enumerate((query, key, value)):
+        squeeze = index.op(name, "Squeeze")
+        sliced = squeeze and index.op(squeeze.input[0], "Slice")
+        if not sliced or len(sliced.input) < 4:
+            return None
+        starts, ends, axes = (index.constants.get(n) for n in sliced.input[1:4])
+        if any(c is None for c in (starts, ends, axes)) or [*starts.reshape(-1), *ends.reshape(-1),
+                                                             *axes.reshape(-1)] != [position, position + 1, 0]:
+            return None
+        sources.append(sliced.input[0])
+    transpose = index.op(sources[0], "Transpose")
+    if len(set(sources)) != 1 or transpose is None or list(transpose.attribute[0].ints) != [2, 0, 3, 1, 4]:
+        return None
+    split = index.op(transpose.input[0], "Reshape")
+    projection = split and index.op(split.input[0], "MatMul")
+    if projection is None or index.op(projection.input[0], "Reshape") is not None:  # a 2-D MatMul
+        return None
+    return split.input[0]
+
+
+def _merged_heads(index: Graph, attention: str) -> list | None:
+    """The Transpose (0, 2, 1, 3) and Reshape that merge the heads of `attention` into
+    (b, s, h * d) right after it, as CausalSelfAttention does; else None."""
+    transpose = index.sole_consumer(attention, "Transpose")
+    if transpose is None or list(transpose.attribute[0].ints) != [0, 2, 1, 3]:
+        return None
+    reshape = index.sole_consumer(transpose.output[0], "Reshape")
+    return [transpose, reshape] if reshape is not None else None
 
 
 def _sequence_lengths() -> list:
@@ -118,37 +159,3 @@ def _sequence_lengths() -> list:
         helper.make_node("Sub", ["gqa/total_1d", "gqa/one"], ["gqa/last_1d"]),
         helper.make_node("Expand", ["gqa/last_1d", "gqa/batch"], ["gqa/seqlens_k"]),
     ]
-
-
-def _remove_unused(graph) -> None:
-    """Drop nodes and initializers no graph output depends on."""
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(list(graph.node)):
-        if any(out in needed for out in node.output):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    unused = [i for i in graph.initializer if i.name not in needed]
-    for init in unused:
-        graph.initializer.remove(init)
-
-
-def _sort(graph) -> None:
-    """Topological order (ONNX requires each node after the producers of its inputs)."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        waiting = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                waiting.append(node)
-        if len(waiting) == len(pending):
-            raise RewriteError("the rewritten graph has a cycle or a missing input")
-        pending = waiting
-    del graph.node[:]
-    graph.node.extend(ordered)

@@ -48,7 +48,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
     tf2onnx's graph of standard ONNX operators."""
     import onnx
 
-    from edgellm.export import in_place_cache
+    from edgellm.export import graph_passes, in_place_cache
 
     tf, tf2onnx = _import_tensorflow()
     cfg = model.config
@@ -73,14 +73,16 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
     if unsupported:
         raise ValueError(f"The model uses operations ONNX does not have: {', '.join(unsupported)}. "
                          "Replace the layers that produce them (exact GELU becomes Erfc: use the tanh form).")
+    _name_dimensions(proto, cfg)
+    _share_transposed_weights(proto)
+    graph_passes.fuse_layer_norms(proto)
+    graph_passes.direct_matmuls(proto)
     if kv_cache == "in_place":
         try:
             in_place_cache.rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.head_dim)
         except in_place_cache.RewriteError as error:
             raise ValueError(f"Cannot rewrite the attention for the in-place cache ({error}). "
                              "Export with --kv-cache concat.") from None
-    _name_dimensions(proto, cfg)
-    _share_transposed_weights(proto)
     return proto
 
 

@@ -34,10 +34,16 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
         graph = onnx.load(str(folder / "model.onnx")).graph
         ops = [n.op_type for n in graph.node]
         assert ops.count(attention) == TINY["layers"]
+        # graph_passes: one LayerNormalization per norm, and each Dense is one 3-D MatMul
+        assert ops.count("LayerNormalization") == 2 * TINY["layers"] + 1 and "GlobalAveragePool" not in ops
+        assert ops.count("MatMul") == 4 * TINY["layers"] + 1 + (2 * TINY["layers"] if layout == "concat" else 0)
+        assert not any(n.op_type == "Reshape" and n.name.endswith("Tensordot/Reshape") for n in graph.node)
         assert json.loads((folder / "config.json").read_text())["onnx"]["kv_cache"] == layout
         genai = json.loads((folder / "genai_config.json").read_text())
         assert genai["search"]["past_present_share_buffer"] == (layout == "in_place")
     assert all(n.domain in ("", "ai.onnx") for n in onnx.load(str(tiny_concat_folder / "model.onnx")).graph.node)
+    attention = [n for n in onnx.load(str(tiny_folder / "model.onnx")).graph.node if n.op_type == "GroupQueryAttention"]
+    assert all(n.input[1] == n.input[2] == "" for n in attention)  # fed the packed qkv projection
 
 
 def test_an_unknown_attention_graph_is_refused_by_the_rewrite():

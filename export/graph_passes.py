@@ -1,0 +1,189 @@
+"""Small rewrites of the ONNX graph tf2onnx makes, so onnxruntime runs fewer nodes per token.
+
+- `fuse_layer_norms`: tf2onnx spells Keras's LayerNormalization (without a bias) as twelve nodes
+  (two GlobalAveragePools for mean and variance, then Sub, Mul, Add, Sqrt, Reciprocal, Neg and
+  four more Mul/Add); each becomes one ONNX LayerNormalization (opset 17).
+- `direct_matmuls`: a Dense layer on (batch, sequence, features) becomes Reshape to 2-D, MatMul,
+  then Reshape back with its target shape computed from Shape, Cast, Gather and Concat nodes on
+  every run. ONNX MatMul takes the 3-D input as it is, so the first Reshape goes, and so does the
+  second when its target is the (batch, sequence, out) shape the MatMul already has.
+
+A pattern that does not match exactly is left as it was: these passes change speed only. The
+export's parity gate checks the result against Keras either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Graph:
+    """Producer, consumers and constant values of each tensor name, for pattern matching."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in dict.fromkeys(node.input):  # a node reading a tensor twice counts once
+                self.consumers.setdefault(name, []).append(node)
+        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+
+    def op(self, name: str, op_type: str):
+        """The node of type `op_type` that produces `name`, or None."""
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def sole_consumer(self, name: str, op_type: str):
+        """The one node that reads `name`, if it is of type `op_type`; else None."""
+        found = self.consumers.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    def consumer_of(self, name: str, op_type: str, other: str | None = None):
+        """A node of type `op_type` reading `name` (and `other`, if given), or None."""
+        for node in self.consumers.get(name, []):
+            if node.op_type == op_type and (other is None or other in node.input):
+                return node
+        return None
+
+
+def fuse_layer_norms(proto) -> int:
+    """Replace each matched LayerNormalization pattern by one node. Returns how many."""
+    from onnx import helper, numpy_helper
+
+    g = Graph(proto.graph)
+    fused = 0
+    for mean in [n for n in proto.graph.node if n.op_type == "GlobalAveragePool"]:
+        x, m = mean.input[0], mean.output[0]
+        diff = g.consumer_of(m, "Sub")
+        square = diff and g.sole_consumer(diff.output[0], "Mul")
+        variance = square and list(square.input) == [diff.output[0]] * 2 and \
+            g.sole_consumer(square.output[0], "GlobalAveragePool")
+        add_eps = variance and g.sole_consumer(variance.output[0], "Add")
+        sqrt = add_eps and g.sole_consumer(add_eps.output[0], "Sqrt")
+        inverse = sqrt and g.sole_consumer(sqrt.output[0], "Reciprocal")
+        scaled = inverse and g.sole_consumer(inverse.output[0], "Mul")
+        neg = g.consumer_of(m, "Neg")
+        if not (scaled and neg and list(diff.input) == [x, m]):
+            continue
+        eps = g.constants.get(next(i for i in add_eps.input if i != variance.output[0]))
+        gamma_name = next(i for i in scaled.input if i != inverse.output[0])
+        gamma = g.constants.get(gamma_name)
+        if eps is None or eps.size != 1 or gamma is None or gamma.size != gamma.shape[-1]:
+            continue
+        s = scaled.output[0]
+        x_scaled = g.consumer_of(s, "Mul", x)
+        mean_scaled = g.consumer_of(s, "Mul", neg.output[0])
+        out = x_scaled and mean_scaled and g.consumer_of(x_scaled.output[0], "Add", mean_scaled.output[0])
+        if not out or len(g.consumers.get(s, [])) != 2:
+            continue
+        prefix = mean.name.rsplit("/moments", 1)[0]
+        proto.graph.initializer.extend([
+            numpy_helper.from_array(gamma.reshape(-1).astype(np.float32), f"{prefix}/ln_scale"),
+            numpy_helper.from_array(np.zeros(gamma.size, np.float32), f"{prefix}/ln_bias")])
+        proto.graph.node.append(helper.make_node(
+            "LayerNormalization", [x, f"{prefix}/ln_scale", f"{prefix}/ln_bias"], [out.output[0]],
+            name=f"{prefix}/LayerNormalization", axis=-1, epsilon=float(eps.reshape(()))))
+        for node in (mean, diff, square, variance, add_eps, sqrt, inverse, scaled, neg, x_scaled, mean_scaled, out):
+            proto.graph.node.remove(node)
+        fused += 1
+    if fused:
+        sort(proto.graph)
+        remove_unused(proto.graph)
+    return fused
+
+
+def direct_matmuls(proto) -> int:
+    """Let each Dense MatMul take its 3-D input directly. Returns how many were rewritten."""
+    g = Graph(proto.graph)
+    rewritten = 0
+    for matmul in [n for n in proto.graph.node if n.op_type == "MatMul"]:
+        weight = _weight_shape(g, matmul.input[1])
+        flatten = g.op(matmul.input[0], "Reshape")
+        target = flatten and g.constants.get(flatten.input[1])
+        if weight is None or len(weight) != 2 or target is None or list(target) != [-1, weight[0]] \
+                or len(g.consumers.get(flatten.output[0], [])) != 1:
+            continue
+        x = flatten.input[0]
+        matmul.input[0] = x  # (batch, sequence, in) @ (in, out) -> (batch, sequence, out)
+        proto.graph.node.remove(flatten)
+        rewritten += 1
+        unflatten = g.sole_consumer(matmul.output[0], "Reshape")
+        if unflatten is not None and _is_batch_sequence_shape(g, unflatten.input[1], x, weight[1]):
+            for node in g.consumers.get(unflatten.output[0], []):  # the Reshape is now the identity
+                node.input[:] = [matmul.output[0] if i == unflatten.output[0] else i for i in node.input]
+            for graph_output in proto.graph.output:
+                if graph_output.name == unflatten.output[0]:
+                    matmul.output[0] = graph_output.name
+            proto.graph.node.remove(unflatten)
+    if rewritten:
+        sort(proto.graph)
+        remove_unused(proto.graph)
+    return rewritten
+
+
+def _is_batch_sequence_shape(g: Graph, name: str, x: str, out_features: int) -> bool:
+    """Whether `name` is tf2onnx's Tensordot target: Concat(Shape(x)[[0, 1]], [out]), with Casts."""
+    concat = g.op(_skip_cast(g, name), "Concat")
+    if concat is None or len(concat.input) != 2:
+        return False
+    last = g.constants.get(concat.input[1])
+    gather = g.op(concat.input[0], "Gather")
+    if last is None or list(last.reshape(-1)) != [out_features] or gather is None:
+        return False
+    axes = g.constants.get(gather.input[1])
+    shape = g.op(_skip_cast(g, gather.input[0]), "Shape")
+    return axes is not None and list(axes.reshape(-1)) == [0, 1] and shape is not None and shape.input[0] == x
+
+
+def _weight_shape(g: Graph, name: str) -> tuple[int, ...] | None:
+    """The shape of a constant weight, also one stored once and transposed (a tied embedding)."""
+    if name in g.constants:
+        return g.constants[name].shape
+    transpose = g.op(name, "Transpose")
+    if transpose is not None and transpose.input[0] in g.constants:
+        return g.constants[transpose.input[0]].shape[::-1]
+    return None
+
+
+def _skip_cast(g: Graph, name: str) -> str:
+    cast = g.op(name, "Cast")
+    return cast.input[0] if cast is not None else name
+
+
+def remove_unused(graph) -> None:
+    """Drop nodes and initializers no graph output depends on (nodes in topological order)."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    for init in [i for i in graph.initializer if i.name not in needed]:
+        graph.initializer.remove(init)
+
+
+def sort(graph) -> None:
+    """Put the nodes in topological order (ONNX requires each after the producers of its inputs)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ValueError("the rewritten graph has a cycle or a missing input")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
