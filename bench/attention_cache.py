@@ -1,17 +1,19 @@
-"""The KV cache as edgellm exports it (Concat) against onnxruntime's in-place cache, attention only.
+"""The two KV cache layouts `edgellm export` writes, on attention alone: Concat against in place.
 
     python bench/attention_cache.py [--threads N]
 
 Four attention layers of the benchmark shape (4 heads of 64) run one new token at positions 10
 and 900 of a 1,024 context, built directly with onnx.helper:
 
-- concat: what tf2onnx makes of edgellm's decoder: past and new keys/values are concatenated
-  into a new present cache each step (a copy of the whole cache per token);
-- in place: onnxruntime's contrib GroupQueryAttention with past and present bound to the same
-  preallocated (1, heads, 1024, 64) buffers, so a step writes one slot.
+- concat (`--kv-cache concat`): what tf2onnx makes of edgellm's attention: past and new
+  keys/values are concatenated into a new present cache each step (a copy of the whole cache
+  per token);
+- in place (`--kv-cache in_place`, the default): onnxruntime's contrib GroupQueryAttention with
+  past and present bound to the same preallocated (1, heads, 1024, 64) buffers, so a step writes
+  one slot.
 
 Both get the same past and must give the same output (checked). Prints microseconds per token
-and the in-place speed-up; it measures what the in-place cache would save, not the exported model.
+and the in-place speed-up, on attention alone; bench/runtime_context.py times whole exported models.
 """
 
 import argparse

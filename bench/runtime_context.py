@@ -2,10 +2,11 @@
 
 Needs a model with a 1,024-token context. Without --model, one is made: the shipped model's
 shape (4 layers, width 256, vocabulary 2,048) with context 1,024, trained for 2 steps on
-tinyshakespeare and exported (needs the train extra; about two minutes on two cores). Speed
-does not depend on what the weights learned, only on their shapes.
+tinyshakespeare and exported twice, with the in-place cache and with `--kv-cache concat` as the
+baseline (needs the train extra; about two minutes on two cores). Speed does not depend on what
+the weights learned, only on their shapes. onnxruntime-genai on the same folder is timed too.
 
-    python bench/runtime_context.py [--model FOLDER] [--keep DIR]
+    python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--threads N]
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_long_context_model(workdir: Path) -> Path:
+def make_long_context_model(workdir: Path) -> tuple[Path, Path]:
+    """The model folder (in-place cache) and the same checkpoint exported with the Concat cache."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgellm.export.onnx_export import export
     from edgellm.training.train import train
 
-    checkpoint, folder = workdir / "run", workdir / "long-context"
+    checkpoint, folder, concat = workdir / "run", workdir / "long-context", workdir / "long-context-concat"
     train([str(REPO / "data" / "tinyshakespeare" / "input.txt")], str(checkpoint), vocab_size=2048, layers=4,
           heads=4, width=256, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2, verbose=0)
     export(checkpoint, folder)
-    return folder
+    export(checkpoint, concat, kv_cache="concat")
+    return folder, concat
 
 
 def genai_time_per_token(folder: Path, prompt: list[int], steps: int = 16) -> float | None:
@@ -55,7 +58,9 @@ def genai_time_per_token(folder: Path, prompt: list[int], steps: int = 16) -> fl
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model folder with a 1,024-token context (default: make one)")
-    parser.add_argument("--keep", help="write the model made for the bench here (to reuse with --model)")
+    parser.add_argument("--baseline", help="another 1,024-context folder to time alongside (default with a made "
+                                           "model: the same checkpoint exported with --kv-cache concat)")
+    parser.add_argument("--keep", help="write the models made for the bench here (to reuse with --model)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
@@ -64,26 +69,34 @@ def main(argv=None):
     from edgellm.benchmark import prompt_of, time_per_token
 
     with tempfile.TemporaryDirectory() as workdir:
-        folder = Path(args.model) if args.model else make_long_context_model(Path(args.keep or workdir))
-        model = edgellm.load(folder, providers=["CPUExecutionProvider"], threads=args.threads)
-        if model.config.context_length < 1024:
-            raise SystemExit(f"{folder} has a context of {model.config.context_length}; this bench needs 1,024.")
-        early, late, genai_early, genai_late = [], [], [], []
-        for _ in range(args.repeats):  # alternate, so a busy moment hits both
-            early.append(time_per_token(model, 10, repeats=1))
-            late.append(time_per_token(model, 900, repeats=1))
+        if args.model:
+            folders = [Path(args.model)] + ([Path(args.baseline)] if args.baseline else [])
+        else:
+            folders = list(make_long_context_model(Path(args.keep or workdir)))
+        models = [edgellm.load(f, providers=["CPUExecutionProvider"], threads=args.threads) for f in folders]
+        for folder, model in zip(folders, models):
+            if model.config.context_length < 1024:
+                raise SystemExit(f"{folder} has a context of {model.config.context_length}; this bench needs 1,024.")
+        times = {f: ([], []) for f in folders}
+        genai_early, genai_late = [], []
+        for _ in range(args.repeats):  # alternate, so a busy moment hits all
+            for folder, model in zip(folders, models):
+                times[folder][0].append(time_per_token(model, 10, repeats=1))
+                times[folder][1].append(time_per_token(model, 900, repeats=1))
             if args.threads is None:  # the same default thread count as edgellm's
-                genai_early.append(genai_time_per_token(folder, prompt_of(model, 10)))
-                genai_late.append(genai_time_per_token(folder, prompt_of(model, 900)))
-    a, b = statistics.median(early), statistics.median(late)
+                genai_early.append(genai_time_per_token(folders[0], prompt_of(models[0], 10)))
+                genai_late.append(genai_time_per_token(folders[0], prompt_of(models[0], 900)))
+    model = models[0]
     print(f"model: {model.config.num_layers} layers, width {model.config.hidden_size}, context "
           f"{model.config.context_length}; batch 1, threads {model.session.threads}, {args.repeats} alternating runs")
-    print(f"time per token at position 10:  {a:.3f} ms")
-    print(f"time per token at position 900: {b:.3f} ms")
-    print(f"ratio 900 / 10: {b / a:.2f}x")
+    print(f"{'':46} {'position 10':>12} {'position 900':>13} {'900 / 10':>9}")
+    rows = [(f"edgellm, {f.name} ({m.session.kv_cache} cache)", *map(statistics.median, times[f]))
+            for f, m in zip(folders, models)]
     if genai_early and None not in genai_early:
-        ga, gb = statistics.median(genai_early), statistics.median(genai_late)
-        print(f"onnxruntime-genai on the same folder: {ga:.3f} ms at 10, {gb:.3f} ms at 900, ratio {gb / ga:.2f}x")
+        rows.append((f"onnxruntime-genai, {folders[0].name}", statistics.median(genai_early),
+                     statistics.median(genai_late)))
+    for name, early, late in rows:
+        print(f"{name:46} {early:9.3f} ms {late:10.3f} ms {late / early:8.2f}x")
 
 
 if __name__ == "__main__":
