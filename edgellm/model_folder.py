@@ -154,6 +154,7 @@ def describe(name_or_path: str | Path) -> dict:
         "shipped": folder.path.parent == shipped_models_dir(),
         "format_version": folder.meta.get("format_version"),
         "architecture": folder.config.to_dict(),
+        "kv_cache": folder.kv_cache,
         "parameters": metrics.get("parameters"),
         "special_tokens": folder.special_tokens,
         "generation_defaults": read_generation_config(folder).to_dict(),

@@ -89,6 +89,7 @@ def test_info_describes_the_folder(tiny_folder):
     assert out.exit_code == 0, out.output
     details = json.loads(out.stdout)
     assert details["architecture"]["vocab_size"] == 384 and details["format_version"] == 1
+    assert details["kv_cache"] == "in_place"
     assert "model.onnx" in details["files"] and details["generation_defaults"]["temperature"] > 0
 
 

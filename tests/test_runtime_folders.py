@@ -62,6 +62,7 @@ def other_tokenizer(folder):
     (other_tokenizer, r"tokenizer.json has \d+ tokens but config.json says vocab_size 384"),
     (edit_json("config.json", architecture__num_layers=3), "has inputs .* for 3 layers"),
     (edit_json("config.json", architecture__vocab_size=500), "tokens but config.json says vocab_size 500"),
+    (edit_json("config.json", onnx__kv_cache="paged"), "onnx.kv_cache must be one of in_place, concat. Received: 'paged'"),
     (truncate_model(0), "Cannot load .*model.onnx.*Re-export"),
     (truncate_model(100), "is only 100 bytes: it is truncated"),
     (lambda f: (f / "config.json").write_text("{not json"), "Cannot read .*config.json"),
