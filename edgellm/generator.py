@@ -92,6 +92,9 @@ class Generator:
             past: [key_0, value_0, key_1, ...], each (batch, heads, past, head_dim) float32.
         Returns:
             logits (batch, seq, vocab) and the present keys/values, each (batch, heads, past + seq, head_dim).
+
+        With an in-place folder (config.json's onnx.kv_cache), a call of more than one new token
+        after a past needs batch 1: onnxruntime's GroupQueryAttention allows no more.
         """
         return self.session.forward(input_ids, attention_mask, position_ids, past)
 
