@@ -13,6 +13,7 @@ import click
 
 from edgellm.generation_config import TRUNCATE_POLICIES, GenerationConfig
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}  # every command's click settings
 SHORT = {"max_new_tokens": "-n", "temperature": "-t"}
 # settings whose option differs from the field: (option name, click settings)
 SPECIAL = {
