@@ -11,9 +11,13 @@ com.microsoft GroupQueryAttention node, fed the same query, new keys/values, pas
   (the runtime's IO binding, or onnxruntime-genai's past_present_share_buffer), it writes the
   new slot in place and reads only the filled part.
 
-Inputs, outputs and their names stay the same; the node's sequence lengths come from the
-attention mask's width (left padding is masked by the bias, as before). One limit of the op:
-a step with more than one new token after a past needs batch 1.
+When the query, keys and values are plain slices of the qkv projection (no rotary positions in
+between), the node takes that projection packed, and when the graph merges the heads right
+after the attention, the node's (batch, seq, heads * head_dim) output replaces that merge; else
+Transpose/Reshape pairs convert the layouts. Inputs, outputs and their names stay the same; the
+node's sequence lengths come from the attention mask's width (left padding is masked by the
+bias, as before). One limit of the op: a step with more than one new token after a past needs
+batch 1.
 """
 
 from __future__ import annotations
