@@ -1,8 +1,8 @@
 """Small rewrites of the ONNX graph tf2onnx makes, so onnxruntime runs fewer nodes per token.
 
-- `fuse_layer_norms`: tf2onnx spells Keras's LayerNormalization (without a bias) as twelve nodes
-  (two GlobalAveragePools for mean and variance, then Sub, Mul, Add, Sqrt, Reciprocal, Neg and
-  four more Mul/Add); each becomes one ONNX LayerNormalization (opset 17).
+- `fuse_layer_norms`: tf2onnx spells Keras's LayerNormalization as twelve nodes, thirteen with
+  a bias (two GlobalAveragePools for mean and variance, then Sub, Mul, Add, Sqrt, Reciprocal, Neg
+  and four or five more Mul/Add); each becomes one ONNX LayerNormalization (opset 17).
 - `direct_matmuls`: a Dense layer on (batch, sequence, features) becomes Reshape to 2-D, MatMul,
   then Reshape back with its target shape computed from Shape, Cast, Gather and Concat nodes on
   every run. ONNX MatMul takes the 3-D input as it is, so the first Reshape goes, and so does the
@@ -79,17 +79,26 @@ def fuse_layer_norms(proto) -> int:
         s = scaled.output[0]
         x_scaled = g.consumer_of(s, "Mul", x)
         mean_scaled = g.consumer_of(s, "Mul", neg.output[0])
-        out = x_scaled and mean_scaled and g.consumer_of(x_scaled.output[0], "Add", mean_scaled.output[0])
-        if not out or len(g.consumers.get(s, [])) != 2:
+        shift = mean_scaled and g.sole_consumer(mean_scaled.output[0], "Add")  # - mean * scale (+ beta)
+        if not (x_scaled and shift) or len(g.consumers.get(s, [])) != 2:
             continue
+        beta, beta_add = np.zeros(gamma.size, np.float32), None
+        if x_scaled.output[0] in shift.input:  # no beta: out = x * scale - mean * scale
+            out = shift
+        else:  # with beta (center=True): out = x * scale + (beta - mean * scale)
+            beta_add, beta = shift, g.constants.get(next(i for i in shift.input if i != mean_scaled.output[0]))
+            out = g.consumer_of(shift.output[0], "Add", x_scaled.output[0])
+            if out is None or beta is None or beta.size != gamma.size:
+                continue
         prefix = mean.name.rsplit("/moments", 1)[0]
         proto.graph.initializer.extend([
             numpy_helper.from_array(gamma.reshape(-1).astype(np.float32), f"{prefix}/ln_scale"),
-            numpy_helper.from_array(np.zeros(gamma.size, np.float32), f"{prefix}/ln_bias")])
+            numpy_helper.from_array(beta.reshape(-1).astype(np.float32), f"{prefix}/ln_bias")])
         proto.graph.node.append(helper.make_node(
             "LayerNormalization", [x, f"{prefix}/ln_scale", f"{prefix}/ln_bias"], [out.output[0]],
             name=f"{prefix}/LayerNormalization", axis=-1, epsilon=float(eps.reshape(()))))
-        for node in (mean, diff, square, variance, add_eps, sqrt, inverse, scaled, neg, x_scaled, mean_scaled, out):
+        for node in (mean, diff, square, variance, add_eps, sqrt, inverse, scaled, neg, x_scaled, mean_scaled, out,
+                     *([beta_add] if beta_add is not None else [])):
             proto.graph.node.remove(node)
         fused += 1
     if fused:

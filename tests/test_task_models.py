@@ -55,7 +55,7 @@ def task_folder(babi, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("runs") / "babi"
     metrics = train([], str(ckpt), examples=str(babi / "small.jsonl"), vocab_size=300, layers=1, heads=2,
                     width=32, context=192, batch_size=16, steps=20, warmup=2, eval_interval=10, verbose=0,
-                    positions="rope")  # rotary positions: exported and checked like learned ones
+                    positions="rope", bias=True)  # rotary positions and biases: exported and checked too
     assert metrics["val_loss"] > 0
     folder = tmp_path_factory.mktemp("models") / "babi"
     export(ckpt, folder)
@@ -63,6 +63,10 @@ def task_folder(babi, tmp_path_factory):
 
 
 def test_task_model_folder_applies_the_template(task_folder):
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(task_folder / "model.onnx")).graph.node]
+    assert ops.count("LayerNormalization") == 3 and "GlobalAveragePool" not in ops  # norms with a bias, fused
     config = json.loads((task_folder / "config.json").read_text())
     assert config["prompt_template"] == "completion"
     defaults = json.loads((task_folder / "generation_config.json").read_text())
