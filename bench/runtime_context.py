@@ -6,7 +6,7 @@ tinyshakespeare and exported twice, with the in-place cache and with `--kv-cache
 baseline (needs the train extra; about two minutes on two cores). Speed does not depend on what
 the weights learned, only on their shapes. onnxruntime-genai on the same folder is timed too.
 
-    python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--threads N]
+    python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--kv-heads N] [--threads N]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_long_context_model(workdir: Path) -> tuple[Path, Path]:
+def make_long_context_model(workdir: Path, kv_heads: int = 0) -> tuple[Path, Path]:
     """The model folder (in-place cache) and the same checkpoint exported with the Concat cache."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgellm.export.onnx_export import export
@@ -28,7 +28,8 @@ def make_long_context_model(workdir: Path) -> tuple[Path, Path]:
 
     checkpoint, folder, concat = workdir / "run", workdir / "long-context", workdir / "long-context-concat"
     train([str(REPO / "data" / "tinyshakespeare" / "input.txt")], str(checkpoint), vocab_size=2048, layers=4,
-          heads=4, width=256, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2, verbose=0)
+          heads=4, kv_heads=kv_heads, width=256, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2,
+          verbose=0)
     export(checkpoint, folder)
     export(checkpoint, concat, kv_cache="concat")
     return folder, concat
@@ -61,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--baseline", help="another 1,024-context folder to time alongside (default with a made "
                                            "model: the same checkpoint exported with --kv-cache concat)")
     parser.add_argument("--keep", help="write the models made for the bench here (to reuse with --model)")
+    parser.add_argument("--kv-heads", type=int, default=0,
+                        help="key/value heads of the model made (grouped-query attention; default: one per head)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
@@ -72,7 +75,7 @@ def main(argv=None):
         if args.model:
             folders = [Path(args.model)] + ([Path(args.baseline)] if args.baseline else [])
         else:
-            folders = list(make_long_context_model(Path(args.keep or workdir)))
+            folders = list(make_long_context_model(Path(args.keep or workdir), args.kv_heads))
         models = [edgellm.load(f, providers=["CPUExecutionProvider"], threads=args.threads) for f in folders]
         for folder, model in zip(folders, models):
             if model.config.context_length < 1024:
@@ -87,7 +90,8 @@ def main(argv=None):
                 genai_early.append(genai_time_per_token(folders[0], prompt_of(models[0], 10)))
                 genai_late.append(genai_time_per_token(folders[0], prompt_of(models[0], 900)))
     model = models[0]
-    print(f"model: {model.config.num_layers} layers, width {model.config.hidden_size}, context "
+    print(f"model: {model.config.num_layers} layers, {model.config.num_heads} heads ({model.config.kv_heads} "
+          f"key/value), width {model.config.hidden_size}, context "
           f"{model.config.context_length}; batch 1, threads {model.session.threads}, {args.repeats} alternating runs")
     print(f"{'':46} {'position 10':>12} {'position 900':>13} {'900 / 10':>9}")
     rows = [(f"edgellm, {f.name} ({m.session.kv_cache} cache)", *map(statistics.median, times[f]))

@@ -26,6 +26,9 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     hidden_size: int = 256
+    # key/value heads (grouped-query attention): each serves num_heads / num_kv_heads query heads
+    # and the KV cache shrinks by that factor; 0 means one per query head
+    num_kv_heads: int = 0
     dropout: float = 0.0
     use_bias: bool = False
     tie_embeddings: bool = True
@@ -43,6 +46,9 @@ class ModelConfig:
                 "hidden_size must be divisible by num_heads. "
                 f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}"
             )
+        if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 0 or self.num_heads % self.kv_heads:
+            raise ValueError(f"num_kv_heads must divide num_heads (0: as many as num_heads). Received: "
+                             f"num_kv_heads={self.num_kv_heads!r}, num_heads={self.num_heads}")
         if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}. "
                              f"Received: position_embedding={self.position_embedding!r}")
@@ -55,6 +61,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Heads in the KV cache: num_kv_heads, or num_heads when that is 0."""
+        return self.num_kv_heads or self.num_heads
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

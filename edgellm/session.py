@@ -96,7 +96,7 @@ class DecoderSession:
         self._run = self._run.run if self._run is not None else (lambda names, feed, _: self.session.run(names, feed))
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        shape = (batch, self.config.num_heads, 0, self.config.head_dim)  # (batch, heads, 0, head_dim)
+        shape = (batch, self.config.kv_heads, 0, self.config.head_dim)  # (batch, kv heads, 0, head_dim)
         return [np.zeros(shape, np.float32) for _ in range(2 * self.config.num_layers)]
 
     def forward(self, input_ids, attention_mask, position_ids, past):
@@ -129,7 +129,7 @@ class InPlaceRun:
         self._binding = binding = decoder.session.io_binding()
         binding.bind_output("logits", "cpu")  # bound first: output 0
         self._buffers = []
-        shape = (rows, cfg.num_heads, capacity, cfg.head_dim)
+        shape = (rows, cfg.kv_heads, capacity, cfg.head_dim)
         for past, present in zip(decoder.input_names[3:], decoder.output_names[1:]):
             if decoder.device == "cpu":  # numpy memory, shared with onnxruntime (zeroed lazily by the OS)
                 buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))

@@ -33,7 +33,7 @@ class RewriteError(ValueError):
     """The graph's attention is not the chain this pass knows."""
 
 
-def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
+def rewrite(proto, num_layers: int, num_heads: int, kv_heads: int, head_dim: int) -> None:
     """Replace the Concat cache of every layer of `proto` (changed in place) by GroupQueryAttention."""
     from onnx import helper, numpy_helper
 
@@ -58,7 +58,8 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
             raise RewriteError(f"layer {i}: present.{i}.key/value do not come from Concat")
         past_k, new_k = concat_k.input
         past_v, new_v = concat_v.input
-        transpose = only(f"present.{i}.key", ("Transpose",), i)  # keys transposed for q @ k^T
+        keys, values = _after_repeat(index, f"present.{i}.key"), _after_repeat(index, f"present.{i}.value")
+        transpose = only(keys, ("Transpose",), i)  # keys transposed for q @ k^T
         scores = only(transpose.output[0], ("MatMul",), i)
         query = scores.input[0]
         if scores.input[1] != transpose.output[0]:
@@ -72,25 +73,26 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
         bias = other_input(add, node.output[0])
         softmax = only(add.output[0], ("Softmax",), i)
         weighted = only(softmax.output[0], ("MatMul",), i)
-        if list(weighted.input) != [softmax.output[0], f"present.{i}.value"]:
+        if list(weighted.input) != [softmax.output[0], values]:
             raise RewriteError(f"layer {i}: the attention weights do not multiply present.{i}.value")
 
         prefix = f"gqa_{i}"
-        packed = _packed_qkv(index, query, new_k, new_v)
+        packed = _packed_qkv(index, query, new_k, new_v, num_heads, kv_heads)
         if packed is not None:  # the qkv projection itself: (b, s, 3 * h * d), split by the op
             qkv = [packed, "", ""]
         else:
             qkv = [f"{prefix}/{name}" for name in "qkv"]
-            for name, source in zip(qkv, (query, new_k, new_v)):  # (b, h, s, d) -> (b, s, h * d)
+            merges = ("gqa/merge_heads", "gqa/merge_kv_heads", "gqa/merge_kv_heads")
+            for name, source, merge_shape in zip(qkv, (query, new_k, new_v), merges):  # (b, h, s, d) -> (b, s, h * d)
                 new_nodes += [helper.make_node("Transpose", [source], [f"{name}_bshd"], perm=[0, 2, 1, 3]),
-                              helper.make_node("Reshape", [f"{name}_bshd", "gqa/merge_heads"], [name])]
+                              helper.make_node("Reshape", [f"{name}_bshd", merge_shape], [name])]
         merge = _merged_heads(index, weighted.output[0])
         output = merge[-1].output[0] if merge else f"{prefix}/y"
         new_nodes.append(helper.make_node(
             "GroupQueryAttention", [*qkv, past_k, past_v, "gqa/seqlens_k", "gqa/total", "", "", "", bias],
             [output, f"present.{i}.key", f"present.{i}.value"],
             name=f"{prefix}/GroupQueryAttention", domain=DOMAIN,
-            num_heads=num_heads, kv_num_heads=num_heads, scale=scale))
+            num_heads=num_heads, kv_num_heads=kv_heads, scale=scale))
         if merge:  # the graph merged the heads into (b, s, h * d) next, which is the op's output
             for old in merge:
                 graph.node.remove(old)
@@ -103,6 +105,7 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
 
     graph.initializer.extend([
         numpy_helper.from_array(np.array([0, 0, num_heads * head_dim], np.int64), "gqa/merge_heads"),
+        numpy_helper.from_array(np.array([0, 0, kv_heads * head_dim], np.int64), "gqa/merge_kv_heads"),
         numpy_helper.from_array(np.array([0, 0, num_heads, head_dim], np.int64), "gqa/split_heads"),
         numpy_helper.from_array(np.array([1], np.int32), "gqa/one"),
     ])
@@ -116,29 +119,43 @@ def rewrite(proto, num_layers: int, num_heads: int, head_dim: int) -> None:
         proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
 
-def _packed_qkv(index: Graph, query: str, key: str, value: str) -> str | None:
-    """The (b, s, 3 * h * d) projection that query, key and value are sliced from, when each is
-    Squeeze(Slice(Transpose(Reshape(qkv, (b, s, 3, h, d)), (2, 0, 3, 1, 4)))) at 0, 1 and 2 in turn
-    and the projection is a 3-D MatMul; else None (rotary positions, for one, come in between)."""
+def _packed_qkv(index: Graph, query: str, key: str, value: str, num_heads: int, kv_heads: int) -> str | None:
+    """The (b, s, (heads + 2 kv_heads) * d) projection that query, key and value are sliced from,
+    when each is Slice(Transpose(Reshape(qkv, (b, s, heads + 2 kv_heads, d)), (0, 2, 1, 3))) over
+    its heads and the projection is a 3-D MatMul; else None (rotary positions, for one, come in
+    between)."""
+    bounds = ((0, num_heads), (num_heads, num_heads + kv_heads), (num_heads + kv_heads, num_heads + 2 * kv_heads))
     sources = []
-    for position, name in enumerate((query, key, value)):
-        squeeze = index.op(name, "Squeeze")
-        sliced = squeeze and index.op(squeeze.input[0], "Slice")
-        if not sliced or len(sliced.input) < 4:
+    for name, (start, end) in zip((query, key, value), bounds):
+        sliced = index.op(name, "Slice")
+        if not sliced or len(sliced.input) != 4:  # no steps input: step 1
             return None
         starts, ends, axes = (index.constants.get(n) for n in sliced.input[1:4])
-        if any(c is None for c in (starts, ends, axes)) or [*starts.reshape(-1), *ends.reshape(-1),
-                                                             *axes.reshape(-1)] != [position, position + 1, 0]:
+        if any(c is None for c in (starts, ends, axes)):
+            return None
+        ranges = {int(a): (int(b), int(e)) for a, b, e in zip(axes.reshape(-1), starts.reshape(-1), ends.reshape(-1))}
+        head_start, head_end = ranges.pop(1, (None, None))
+        whole = all(b == 0 and e >= 2**31 - 1 for b, e in ranges.values())  # other axes: all of it
+        if not whole or head_start != start or not (head_end == end or (end == bounds[2][1] and head_end > end)):
             return None
         sources.append(sliced.input[0])
     transpose = index.op(sources[0], "Transpose")
-    if len(set(sources)) != 1 or transpose is None or list(transpose.attribute[0].ints) != [2, 0, 3, 1, 4]:
+    if len(set(sources)) != 1 or transpose is None or list(transpose.attribute[0].ints) != [0, 2, 1, 3]:
         return None
     split = index.op(transpose.input[0], "Reshape")
     projection = split and index.op(split.input[0], "MatMul")
     if projection is None or index.op(projection.input[0], "Reshape") is not None:  # a 2-D MatMul
         return None
     return split.input[0]
+
+
+def _after_repeat(index: Graph, name: str) -> str:
+    """With grouped-query attention each cached key/value head is repeated for its group of query
+    heads (Unsqueeze, Tile, Reshape, as tf2onnx lowers the repeat): the repeated tensor, or `name`."""
+    unsqueeze = index.consumer_of(name, "Unsqueeze")
+    tile = unsqueeze and index.sole_consumer(unsqueeze.output[0], "Tile")
+    reshape = tile and index.sole_consumer(tile.output[0], "Reshape")
+    return reshape.output[0] if reshape else name
 
 
 def _merged_heads(index: Graph, attention: str) -> list | None:

@@ -52,7 +52,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
 
     tf, tf2onnx = _import_tensorflow()
     cfg = model.config
-    past_spec = [None, cfg.num_heads, None, cfg.head_dim]  # (batch, heads, past, head_dim)
+    past_spec = [None, cfg.kv_heads, None, cfg.head_dim]  # (batch, kv heads, past, head_dim)
     names = input_names(cfg.num_layers)
     signature = [tf.TensorSpec([None, None], tf.int64, name=n) for n in names[:3]]
     signature += [tf.TensorSpec(past_spec, tf.float32, name=n) for n in names[3:]]
@@ -79,7 +79,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
     graph_passes.direct_matmuls(proto)
     if kv_cache == "in_place":
         try:
-            in_place_cache.rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.head_dim)
+            in_place_cache.rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.kv_heads, cfg.head_dim)
         except in_place_cache.RewriteError as error:
             raise ValueError(f"Cannot rewrite the attention for the in-place cache ({error}). "
                              "Export with --kv-cache concat.") from None
@@ -121,8 +121,8 @@ def _name_dimensions(proto, cfg) -> None:
     }
     for i in range(cfg.num_layers):
         for kind in ("key", "value"):
-            dims[f"past_key_values.{i}.{kind}"] = ["batch", cfg.num_heads, "past_sequence", cfg.head_dim]
-            dims[f"present.{i}.{kind}"] = ["batch", cfg.num_heads, "total_sequence", cfg.head_dim]
+            dims[f"past_key_values.{i}.{kind}"] = ["batch", cfg.kv_heads, "past_sequence", cfg.head_dim]
+            dims[f"present.{i}.{kind}"] = ["batch", cfg.kv_heads, "total_sequence", cfg.head_dim]
     for value in list(proto.graph.input) + list(proto.graph.output):
         shape = value.type.tensor_type.shape
         for dim, want in zip(shape.dim, dims[value.name]):
@@ -256,7 +256,7 @@ def genai_config(cfg, special: dict, kv_cache: str = "in_place") -> dict:
                 "head_size": cfg.head_dim,
                 "hidden_size": cfg.hidden_size,
                 "num_attention_heads": cfg.num_heads,
-                "num_key_value_heads": cfg.num_heads,
+                "num_key_value_heads": cfg.kv_heads,
                 "num_hidden_layers": cfg.num_layers,
                 "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
                            "position_ids": "position_ids",

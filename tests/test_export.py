@@ -46,6 +46,33 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
     assert all(n.input[1] == n.input[2] == "" for n in attention)  # fed the packed qkv projection
 
 
+def test_grouped_query_attention_exports_a_smaller_cache(corpus_file, tmp_path):
+    """--kv-heads 1 with 2 query heads: the cache holds one head; both layouts pass the export
+    gate and generate the same tokens; onnxruntime-genai is told the key/value head count."""
+    import onnx
+
+    from edgellm.export.onnx_export import export
+    from edgellm.training.train import train
+
+    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "kv_heads": 1})
+    models = {}
+    for layout in ("in_place", "concat"):
+        export(tmp_path / "ckpt", tmp_path / layout, kv_cache=layout)
+        models[layout] = load(tmp_path / layout)
+    in_place = models["in_place"]
+    assert in_place.config.kv_heads == 1 and in_place.session.empty_past(1)[0].shape == (1, 1, 0, 32)
+    assert in_place.session.new_run(2, 5)._buffers[0].numpy().shape == (2, 1, 5, 32)
+    graph = onnx.load(str(tmp_path / "in_place" / "model.onnx")).graph
+    assert {a.i for n in graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
+            if a.name == "kv_num_heads"} == {1}
+    genai = json.loads((tmp_path / "in_place" / "genai_config.json").read_text())["model"]["decoder"]
+    assert (genai["num_attention_heads"], genai["num_key_value_heads"]) == (2, 1)
+    prompts = ["ROMEO:", "First Citizen:\nBefore we proceed", "O"]
+    for settings in (dict(temperature=0.0, max_new_tokens=12), dict(num_beams=3, max_new_tokens=6)):
+        assert [r.token_ids for r in in_place.generate(prompts, **settings)] == \
+            [r.token_ids for r in models["concat"].generate(prompts, **settings)]
+
+
 def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
     from onnx import helper
 
@@ -55,7 +82,7 @@ def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
                                helper.make_node("Identity", ["past_key_values.0.value"], ["present.0.value"])],
                               "g", [], [])
     with pytest.raises(in_place_cache.RewriteError, match="do not come from Concat"):
-        in_place_cache.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, head_dim=4)
+        in_place_cache.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, kv_heads=2, head_dim=4)
 
 
 @pytest.mark.parametrize("weights", ["int8", "float16"])

@@ -38,6 +38,7 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
     for bad, match in [({"stepz": 1}, "Unknown training option"), ({"lr": -1.0}, "lr must be positive"),
                        ({"init_std": 0.0}, "init_std must be positive"),
                        ({"width": 30, "heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
+                       ({"kv_heads": 3, "heads": 4}, "kv_heads must divide heads"),
                        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"steps": 1.5}, "steps must be int")]:
         with pytest.raises(ValueError, match=match):
             resolve(bad)
@@ -97,7 +98,8 @@ def test_weight_decay_reaches_matrices_only():
 
 def fused_minus_standard(positions: str) -> tuple[float, float]:
     """Max |logits| difference between fused and standard attention on the same random weights,
-    and max |logits|. Runs under whichever backend Keras has (the JAX test runs this source)."""
+    and max |logits|. Runs under whichever backend Keras has (the JAX test runs this source).
+    Rotary and ALiBi run with grouped-query attention: 2 key/value heads for 4 query heads."""
     import keras
     import numpy as np
 
@@ -105,7 +107,7 @@ def fused_minus_standard(positions: str) -> tuple[float, float]:
     from edgellm.training.model import GPT
 
     config = ModelConfig(vocab_size=97, context_length=24, num_layers=2, num_heads=4, hidden_size=32,
-                         position_embedding=positions)
+                         position_embedding=positions, num_kv_heads=0 if positions == "learned" else 2)
     rng = np.random.default_rng(0)
     standard = GPT(config).build_weights()
     # weights far from the 0.02 initialisation, so attention is far from uniform

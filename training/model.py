@@ -36,15 +36,27 @@ def _init(std: float):
 
 
 class CausalSelfAttention(layers.Layer):
+    """Causal self-attention with `num_heads` query heads and `kv_heads` key/value heads
+    (grouped-query attention when fewer: each key/value head serves a group of query heads)."""
+
     def __init__(self, config: ModelConfig, init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
-        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.num_heads, self.kv_heads, self.head_dim = config.num_heads, config.kv_heads, config.head_dim
         c = config.hidden_size
-        self.qkv = layers.Dense(3 * c, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="qkv")
+        # one projection laid out [query heads | key heads | value heads], each head_dim wide
+        self.qkv = layers.Dense((self.num_heads + 2 * self.kv_heads) * self.head_dim, use_bias=config.use_bias,
+                                kernel_initializer=_init(init_std), name="qkv")
         # residual projections are scaled down with depth, as in GPT-2
         self.proj = layers.Dense(c, use_bias=config.use_bias, name="proj",
                                  kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.attn_dropout = layers.Dropout(config.dropout)
+
+    def _groups(self, k, v, axis: int):
+        """Keys and values repeated so each query head meets its group's (a no-op without groups)."""
+        group = self.num_heads // self.kv_heads
+        if group == 1:
+            return k, v
+        return ops.repeat(k, group, axis=axis), ops.repeat(v, group, axis=axis)
 
     def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
         # x: (batch, seq, hidden); bias: (batch or 1, heads or 1, seq, past + seq), or with `fused`
@@ -52,29 +64,32 @@ class CausalSelfAttention(layers.Layer):
         # rotary: None, or (cos, sin), each (batch, 1, seq, head_dim / 2)
         shape = ops.shape(x)
         batch, seq = shape[0], shape[1]
-        qkv = ops.reshape(self.qkv(x), (batch, seq, 3, self.num_heads, self.head_dim))
+        h, kv = self.num_heads, self.kv_heads
+        qkv = ops.reshape(self.qkv(x), (batch, seq, h + 2 * kv, self.head_dim))
         if fused:  # the layout the kernels take, (batch, seq, heads, head_dim); no attention dropout
-            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            q, k, v = qkv[:, :, :h], qkv[:, :, h:h + kv], qkv[:, :, h + kv:]
             if rotary is not None:
                 cos, sin = (ops.transpose(t, (0, 2, 1, 3)) for t in rotary)  # (batch, seq, 1, head_dim / 2)
                 q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            k, v = self._groups(k, v, axis=2)
             y = ops.dot_product_attention(q, k, v, bias=bias, is_causal=True)  # (batch, seq, heads, head_dim)
-            return self.proj(ops.reshape(y, (batch, seq, self.num_heads * self.head_dim))), None, None
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, batch, heads, seq, head_dim)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+            return self.proj(ops.reshape(y, (batch, seq, h * self.head_dim))), None, None
+        qkv = ops.transpose(qkv, (0, 2, 1, 3))  # (batch, h + 2 kv, seq, head_dim)
+        q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
         if rotary is not None:  # cached keys are stored rotated at their own positions
             q, k = _rotate(q, *rotary), _rotate(k, *rotary)
         if past_key is not None:
-            k = ops.concatenate([past_key, k], axis=2)  # (batch, heads, past + seq, head_dim)
+            k = ops.concatenate([past_key, k], axis=2)  # (batch, kv, past + seq, head_dim)
             v = ops.concatenate([past_value, v], axis=2)
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.head_dim)
+        k_all, v_all = self._groups(k, v, axis=1)  # (batch, heads, past + seq, head_dim)
+        scores = ops.matmul(q, ops.transpose(k_all, (0, 1, 3, 2))) / math.sqrt(self.head_dim)
         # softmax in float32 also under mixed precision (no-op casts in float32); Keras has cast
         # `bias`, like every float input of a layer call, to the compute dtype
         scores = ops.cast(scores, "float32") + ops.cast(bias, "float32")
         weights = ops.softmax(scores, axis=-1)  # (batch, heads, seq, past + seq)
         weights = ops.cast(weights, self.compute_dtype)
-        y = ops.matmul(self.attn_dropout(weights, training=training), v)  # (batch, heads, seq, head_dim)
-        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
+        y = ops.matmul(self.attn_dropout(weights, training=training), v_all)  # (batch, heads, seq, head_dim)
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, h * self.head_dim))
         return self.proj(y), k, v
 
 

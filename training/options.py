@@ -23,8 +23,8 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
-FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "width",
-                   "context", "bias", "tie_embeddings", "positions", "batch_size", "grad_accum", "seed")
+FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "kv_heads",
+                   "width", "context", "bias", "tie_embeddings", "positions", "batch_size", "grad_accum", "seed")
 
 
 def _opt(default, help: str, choices: tuple = (), type=None):
@@ -53,6 +53,8 @@ class TrainOptions:
     # model
     layers: int = _opt(4, "Transformer blocks.")
     heads: int = _opt(4, "Attention heads per block.")
+    kv_heads: int = _opt(0, "Key/value heads per block (grouped-query attention; must divide --heads): "
+                            "fewer shrink the KV cache and speed up long contexts. 0: one per head.")
     width: int = _opt(256, "Hidden size (must divide by --heads).")
     context: int = _opt(128, "Context length in tokens (the size of the position table).")
     dropout: float = _opt(0.0, "Dropout rate (embeddings, attention weights, residual branches).")
@@ -125,6 +127,9 @@ class TrainOptions:
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds. "
                              f"Received: time_budget={self.time_budget}")
+        if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
+            raise ValueError(f"kv_heads must divide heads (0: one per head). Received: kv_heads={self.kv_heads}, "
+                             f"heads={self.heads}")
         if self.width % self.heads:
             raise ValueError(f"width must be divisible by heads. Received: width={self.width}, "
                              f"heads={self.heads}")

@@ -107,7 +107,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
             return data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed, start, length)
 
     config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
-                         num_layers=opts.layers, num_heads=opts.heads, hidden_size=opts.width,
+                         num_layers=opts.layers, num_heads=opts.heads, num_kv_heads=opts.kv_heads,
+                         hidden_size=opts.width,
                          dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings,
                          position_embedding=opts.positions)
     history = checkpoint.read_history(out_dir) if previous else []
@@ -182,9 +183,9 @@ def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, rec
 
 
 # the checkpoint's shape, as training options
-_SHAPE = {"layers": "num_layers", "heads": "num_heads", "width": "hidden_size", "context": "context_length",
-          "bias": "use_bias", "tie_embeddings": "tie_embeddings", "positions": "position_embedding",
-          "vocab_size": "vocab_size"}
+_SHAPE = {"layers": "num_layers", "heads": "num_heads", "kv_heads": "num_kv_heads", "width": "hidden_size",
+          "context": "context_length", "bias": "use_bias", "tie_embeddings": "tie_embeddings",
+          "positions": "position_embedding", "vocab_size": "vocab_size"}
 
 
 def _shape_of_init(opts, given: dict):
@@ -196,7 +197,7 @@ def _shape_of_init(opts, given: dict):
     if opts.tokenizer:
         raise ValueError("Pass --init or --tokenizer, not both: a fine-tuned model keeps the tokenizer of "
                          f"its checkpoint. Received: init={opts.init!r}, tokenizer={opts.tokenizer!r}")
-    arch = checkpoint.load_meta(opts.init)["architecture"]
+    arch = {"num_kv_heads": 0, **checkpoint.load_meta(opts.init)["architecture"]}  # older checkpoints lack it
     for option, key in _SHAPE.items():
         if option in given and given[option] != arch[key]:
             raise ValueError(f"--{option.replace('_', '-')} must be the --init checkpoint's ({arch[key]!r}): "
