@@ -79,7 +79,7 @@ class Generator:
     # ---- the model, one step ---------------------------------------------------------------
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        """An empty cache: 2 * layers arrays of shape (batch, heads, 0, head_dim)."""
+        """An empty cache: 2 * layers arrays of shape (batch, kv heads, 0, head_dim)."""
         return self.session.empty_past(batch)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
@@ -89,9 +89,9 @@ class Generator:
         Args:
             input_ids, position_ids: (batch, seq) int64.
             attention_mask: (batch, past + seq) int64.
-            past: [key_0, value_0, key_1, ...], each (batch, heads, past, head_dim) float32.
+            past: [key_0, value_0, key_1, ...], each (batch, kv heads, past, head_dim) float32.
         Returns:
-            logits (batch, seq, vocab) and the present keys/values, each (batch, heads, past + seq, head_dim).
+            logits (batch, seq, vocab) and the present keys/values, each (batch, kv heads, past + seq, head_dim).
 
         With an in-place folder (config.json's onnx.kv_cache), a call of more than one new token
         after a past needs batch 1: onnxruntime's GroupQueryAttention allows no more.

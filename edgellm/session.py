@@ -3,7 +3,7 @@
 A model folder's graph has one of two cache layouts (config.json's onnx.kv_cache):
 
 - "in_place" (what `edgellm export` writes): each layer's attention is onnxruntime's
-  GroupQueryAttention. An `InPlaceRun` preallocates one (rows, heads, capacity, head_dim) buffer
+  GroupQueryAttention. An `InPlaceRun` preallocates one (rows, kv heads, capacity, head_dim) buffer
   per key and value and binds it, through IO binding, as both past and present, so a step
   writes one new slot and reads only the filled part: no copy of the cache per token.
 - "concat" (folders exported with --kv-cache concat, and older ones): the graph concatenates

@@ -7,7 +7,7 @@ com.microsoft GroupQueryAttention node, fed the same query, new keys/values, pas
 (causal mask, padding mask and ALiBi's penalty, all already computed by the graph):
 
 - run plainly, the node behaves like the Concat graph: present = past + new, one step longer;
-- with past and present bound to one preallocated (batch, heads, capacity, head_dim) buffer
+- with past and present bound to one preallocated (batch, kv heads, capacity, head_dim) buffer
   (the runtime's IO binding, or onnxruntime-genai's past_present_share_buffer), it writes the
   new slot in place and reads only the filled part.
 
