@@ -13,6 +13,7 @@ import click
 from edgellm.cli_options import CONTEXT
 from edgellm.cli_runtime import bench, chat, evaluate_command, generate, info
 from edgellm.cli_tokenizer import tokenize, tokenizer
+from edgellm.model_folder import KV_CACHES
 
 TRAIN_EXTRA = "pip install 'edgellm[train]'"
 
@@ -64,7 +65,7 @@ def main():
 @click.option("--opset", default=17, help="ONNX opset to convert to.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Ship int8 weights (onnxruntime dynamic quantization).")
 @click.option("--fp16", is_flag=True, help="Ship float16 weights (inputs and outputs stay float32).")
-@click.option("--kv-cache", type=click.Choice(["in_place", "concat"]), default="in_place", show_default=True,
+@click.option("--kv-cache", type=click.Choice(KV_CACHES), default="in_place", show_default=True,
               help="in_place: attention as onnxruntime's GroupQueryAttention, which updates one preallocated "
                    "cache (fast late in a long context). concat: standard ONNX operators only, for other "
                    "ONNX runtimes; the cache is copied each step.")

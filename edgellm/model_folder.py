@@ -29,6 +29,9 @@ TOKENIZER_FILE = "tokenizer.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 GENAI_CONFIG_FILE = "genai_config.json"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
+# how model.onnx caches keys and values (config.json's onnx.kv_cache): export/in_place_cache.py
+# writes "in_place", edgellm/session.py runs both; folders without the key are "concat"
+KV_CACHES = ("in_place", "concat")
 
 
 def input_names(num_layers: int) -> list[str]:
@@ -109,7 +112,11 @@ def read(name_or_path: str | Path) -> ModelFolder:
     if (path / MODEL_FILE).stat().st_size < 1024:
         raise ValueError(f"{path / MODEL_FILE} is only {(path / MODEL_FILE).stat().st_size} bytes: it is "
                          "truncated or not a model. Re-export the model folder.")
-    return ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta)
+    folder = ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta)
+    if folder.kv_cache not in KV_CACHES:
+        raise ValueError(f"{path / CONFIG_FILE}: onnx.kv_cache must be one of {', '.join(KV_CACHES)}. "
+                         f"Received: {folder.kv_cache!r}. Re-export the model folder.")
+    return folder
 
 
 def read_tokenizer(folder: ModelFolder):

@@ -25,7 +25,6 @@ from edgellm.config import ModelConfig
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-KV_CACHES = ("in_place", "concat")
 
 
 def default_threads() -> int:
@@ -61,9 +60,6 @@ class DecoderSession:
                  threads: int | None = None, kv_cache: str = "concat"):
         import onnxruntime as ort
 
-        if kv_cache not in KV_CACHES:
-            raise ValueError(f"{path}: config.json's onnx.kv_cache must be one of {', '.join(KV_CACHES)}. "
-                             f"Received: {kv_cache!r}. Re-export the model folder.")
         self.config, self.kv_cache = config, kv_cache
         options = ort.SessionOptions()
         if threads is None:
@@ -214,6 +210,7 @@ class ConcatRun:
             logits, self._past = self.decoder.forward(input_ids, attention_mask, position_ids, self._past)
         self.past_length += seq
         return logits[:, -1]  # (rows, vocab)
+
     def _bound_step(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding, device = self._binding, self.decoder.device
         binding.bind_cpu_input("input_ids", input_ids)

@@ -3,10 +3,11 @@
     edgellm export runs/shakespeare models/shakespeare
 
 Steps: load the checkpoint under the TensorFlow backend; trace `GPT.decode` (the KV-cache
-forward pass) with an explicit input signature; convert with tf2onnx; by default rewrite each
-layer's attention into GroupQueryAttention so the runtime can cache in place
-(in_place_cache.py); name the graph's dynamic dimensions; write the folder's files into a temporary folder next to OUT_DIR; check the ONNX
-model against the Keras model (validate.py); only then rename the folder into place.
+forward pass) with an explicit input signature; convert with tf2onnx; name the graph's dynamic
+dimensions; cut its node count (graph_passes.py); by default rewrite each layer's attention
+into GroupQueryAttention so the runtime can cache in place (in_place_cache.py); write the
+folder's files into a temporary folder next to OUT_DIR; check the ONNX model against the Keras
+model (validate.py); only then rename the folder into place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from edgellm import model_folder
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_OPSET = 17
-KV_CACHES = ("in_place", "concat")  # see in_place_cache.py and edgellm/session.py
 
 
 def _import_tensorflow():
@@ -159,8 +159,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
 
     if weights not in variants.VARIANTS:
         raise ValueError(f"weights must be one of {variants.VARIANTS}. Received: weights={weights!r}")
-    if kv_cache not in KV_CACHES:
-        raise ValueError(f"kv_cache must be one of {KV_CACHES}. Received: kv_cache={kv_cache!r}")
+    if kv_cache not in model_folder.KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {model_folder.KV_CACHES}. Received: kv_cache={kv_cache!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
