@@ -54,12 +54,10 @@ def time_per_token(model, position: int, steps: int = 16, repeats: int = 5) -> f
     times = []
     for _ in range(repeats + 1):
         run = model.session.new_run(1, position + steps)
-        run.step(ids, np.ones((1, position), np.int64), np.arange(position, dtype=np.int64)[None])
-        token = np.array([[int(ids[0, -1])]], np.int64)
-        mask = np.ones((1, position + steps), np.int64)
+        run.start(ids, np.ones((1, position), np.int64), np.arange(position, dtype=np.int64)[None])
+        token = np.array([int(ids[0, -1])], np.int64)
         started = time.perf_counter()
-        for step in range(steps):
-            logits = run.step(token, mask[:, :position + step + 1], np.array([[position + step]], np.int64))
-            token[0, 0] = int(logits[0].argmax())
+        for _ in range(steps):
+            token[0] = int(run.advance(token)[0].argmax())
         times.append(1000 * (time.perf_counter() - started) / steps)
     return statistics.median(times[1:])

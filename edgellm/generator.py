@@ -98,10 +98,11 @@ class Generator:
         """
         return self.session.forward(input_ids, attention_mask, position_ids, past)
 
-    def step(self, run, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        """One step of a generation run (`session.InPlaceRun` or `ConcatRun`): the loop runs every
-        step through here. Returns the logits of each row's last position (rows, vocab)."""
-        return run.step(input_ids, attention_mask, position_ids)
+    def step(self, run, tokens: np.ndarray) -> np.ndarray:
+        """One decode step of a generation run (`session.Run`): one new token per row, tokens
+        (rows,). The loop runs every decode step through here. Returns the logits of each row's
+        new position (rows, vocab), valid until the next step."""
+        return run.advance(tokens)
 
     # ---- settings ----------------------------------------------------------------------------
 
@@ -150,24 +151,20 @@ class Generator:
                                                 if track else None) for limit in limits],
                                    [r % copies for r in range(rows)])
         run = self.session.new_run(rows, width + steps)
-        mask = np.ones((rows, width + steps), np.int64)  # (rows, past + 1) after each step
-        mask[:, :width] = batch.mask
-        ids, positions, total = batch.ids, batch.positions, width
         started = time.perf_counter()
-        decode_started, step = started, 0
+        logits = run.start(batch.ids, batch.mask, batch.positions)
+        decode_started = time.perf_counter()
+        timings["prefill_ms"] = 1000 * (decode_started - started)
+        step = 0
         for step in range(steps):
-            logits = self.step(run, ids, mask[:, :total] if rows == 1 else np.ascontiguousarray(mask[:, :total]),
-                               positions)
-            if step == 0:
-                decode_started = time.perf_counter()
-                timings["prefill_ms"] = 1000 * (decode_started - started)
+            if step:
+                logits = self.step(run, tokens)
             tokens, parents = search.step(logits, state)
             if parents is not None:
                 run.reorder(parents)
             yield search
             if search.done:
                 break
-            ids, positions, total = tokens[:, None], positions[:, -1:] + 1, total + 1
         ended = time.perf_counter()
         timings.update(prompt_tokens=sum(len(p) for p in prompts), new_tokens=rows * (step + 1),
                        total_ms=1000 * (ended - started),

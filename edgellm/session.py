@@ -16,6 +16,7 @@ Each run holds the cache of one call, so one `DecoderSession` serves several thr
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -86,10 +87,11 @@ class DecoderSession:
                              "layers (config.json). Re-export the model folder.")
         self.input_names = expected
         self.output_names = output_names(config.num_layers)
-        # the C-level run skips the Python wrapper's per-call checks (about 15 us a step, a few
-        # percent of a token on a small model); same arguments, same results
-        self._run = getattr(self.session, "_sess", None)
-        self._run = self._run.run if self._run is not None else (lambda names, feed, _: self.session.run(names, feed))
+        # the C-level session skips the Python wrapper's per-call checks (about 15 us a step, a
+        # few percent of a token on a small model); same arguments, same results
+        self.c_session = getattr(self.session, "_sess", None)
+        self._run = self.c_session.run if self.c_session is not None else \
+            (lambda names, feed, _: self.session.run(names, feed))
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         shape = (batch, self.config.kv_heads, 0, self.config.head_dim)  # (batch, kv heads, 0, head_dim)
@@ -101,28 +103,81 @@ class DecoderSession:
         logits, *present = self._run(self.output_names, feed, None)
         return logits, present
 
-    def new_run(self, rows: int, capacity: int) -> "InPlaceRun | ConcatRun":
-        """The cache of one generation of `rows` sequences of at most `capacity` positions."""
-        if self.kv_cache == "in_place":
-            return InPlaceRun(self, rows, capacity)
-        return ConcatRun(self, rows)
+    def new_run(self, rows: int, capacity: int) -> "Run":
+        """The state of one generation of `rows` sequences of at most `capacity` positions."""
+        return (InPlaceRun if self.kv_cache == "in_place" else ConcatRun)(self, rows, capacity)
 
 
-class InPlaceRun:
-    """The cache of one generation call in preallocated buffers that the graph updates in place.
+class Run:
+    """The state of one generation call: the KV cache, and each row's mask and next position.
 
-    `step(ids, mask, positions)` runs the model on (rows, seq) new ids, given the attention mask
-    over (rows, past + seq) positions, and returns the logits of the last position (rows, vocab).
-    Past and present of each layer are bound to one buffer once. On a GPU the buffers live on
-    the device, so only ids, mask, positions and logits cross.
+    `start(ids, mask, positions)` runs the prompts: ids (rows, width), their attention mask (0 at
+    left padding) and positions. `advance(tokens)` then runs one new token per row, tokens
+    (rows,), at each row's next position, the mask growing by a 1. Both return the logits of each
+    row's last position (rows, vocab); after `advance` they are valid until the next step. The
+    run keeps ids, positions and mask in its own arrays, so a step allocates nothing.
+    Subclasses hold the cache: `_prompt` and `_one_token` run the model, `_reorder_cache` follows
+    beam search.
+    """
+
+    def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
+        self.decoder, self.rows, self.capacity, self.past_length = decoder, rows, capacity, 0
+        self._mask = np.ones((rows, capacity), np.int64)  # (rows, capacity): 0 at left padding
+        self._ids = np.zeros((rows, 1), np.int64)  # the token each row runs next
+        self._positions = np.zeros((rows, 1), np.int64)  # and its position
+
+    def start(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        rows, width = input_ids.shape
+        assert rows == self.rows and self.past_length == 0 and width <= self.capacity
+        self._mask[:, :width] = attention_mask
+        logits = self._prompt(input_ids, self._mask_view(width), position_ids)
+        self._positions[:, 0] = position_ids[:, -1] + 1
+        self.past_length = width
+        return logits
+
+    def advance(self, tokens: np.ndarray) -> np.ndarray:
+        assert self.past_length < self.capacity, "the run's cache is full"
+        self._ids[:, 0] = tokens
+        self.past_length += 1
+        logits = self._one_token(self._mask_view(self.past_length))
+        self._positions += 1
+        return logits
+
+    def reorder(self, parents: np.ndarray) -> None:
+        """Row r continues row parents[r] (beam search): its cache, mask and position."""
+        self._reorder_cache(parents)
+        self._mask[:] = self._mask[parents]  # in place: the arrays may be bound
+        self._positions[:] = self._positions[parents]
+
+    def _mask_view(self, width: int) -> np.ndarray:
+        mask = self._mask[:, :width]
+        return mask if self.rows == 1 else np.ascontiguousarray(mask)  # one row is contiguous already
+
+
+class InPlaceRun(Run):
+    """The cache in preallocated buffers that the graph updates in place.
+
+    Past and present of each layer are bound to one (rows, kv heads, capacity, head_dim) buffer
+    once, as are the run's ids and positions and a logits array for one-token steps, so a step
+    binds only the mask (its width grows). On a GPU the buffers live on the device, so only ids,
+    mask, positions and logits cross.
     """
 
     def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
         import onnxruntime as ort
 
-        self.decoder, self.rows, self.capacity, self.past_length = decoder, rows, capacity, 0
+        super().__init__(decoder, rows, capacity)
         cfg = decoder.config
         self._binding = binding = decoder.session.io_binding()
+        c_binding = getattr(binding, "_iobinding", None)
+        if decoder.c_session is not None and c_binding is not None:
+            # C-level bind and run: the wrapper's per-call checks are Python work on every token
+            self._bind_array = c_binding.bind_input  # (name, numpy array); see self._inputs
+            self._run = functools.partial(decoder.c_session.run_with_iobinding, c_binding, None)
+        else:
+            self._bind_array = binding.bind_cpu_input
+            self._run = functools.partial(decoder.session.run_with_iobinding, binding)
+        self._inputs: tuple = ()  # the numpy arrays bound now, kept alive while they are bound
         binding.bind_output("logits", "cpu")  # bound first: output 0
         self._buffers = []
         shape = (rows, cfg.kv_heads, capacity, cfg.head_dim)
@@ -134,34 +189,25 @@ class InPlaceRun:
             binding.bind_ortvalue_input(past, buffer)
             binding.bind_ortvalue_output(present, buffer)  # the same buffer: written in place
             self._buffers.append(buffer)
-        # one-token steps reuse bound host arrays: ids and positions are written into them and
-        # the logits land in one preallocated array, so a step binds only the growing mask
-        self._ids, self._positions = np.zeros((rows, 1), np.int64), np.zeros((rows, 1), np.int64)
         self._logits = np.zeros((rows, 1, cfg.vocab_size), np.float32)
-        self._one_token_bound = False
+        self._last_logits = self._logits[:, 0]  # (rows, vocab), rewritten by each one-token step
 
-    def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        """See the class; on a one-token step the logits returned are valid until the next step."""
-        rows, seq = input_ids.shape
-        assert rows == self.rows and attention_mask.shape == (rows, self.past_length + seq)
-        assert self.past_length + seq <= self.capacity, "the run's cache is full"
-        binding = self._binding
-        if seq == 1:
-            if not self._one_token_bound:
-                self._bind_one_token_arrays()
-            self._ids[:] = input_ids
-            self._positions[:] = position_ids
-        else:  # a prompt: bind its arrays; the logits are allocated for its length
-            binding.bind_cpu_input("input_ids", input_ids)
-            binding.bind_cpu_input("position_ids", position_ids)
-            binding.bind_output("logits", "cpu")
-            self._one_token_bound = False
-        binding.bind_cpu_input("attention_mask", attention_mask)
-        self.decoder.session.run_with_iobinding(binding)
-        self.past_length += seq
-        if seq == 1:
-            return self._logits[:, 0]  # (rows, vocab), rewritten by the next step
-        return binding.get_outputs()[0].numpy()[:, -1]
+    def _prompt(self, input_ids, attention_mask, position_ids) -> np.ndarray:
+        self._bind_array("input_ids", input_ids)
+        self._bind_array("position_ids", position_ids)
+        self._bind_array("attention_mask", attention_mask)
+        self._inputs = (input_ids, position_ids, attention_mask)
+        self._binding.bind_output("logits", "cpu")  # allocated for the prompt's length
+        self._run()
+        logits = self._binding.get_outputs()[0].numpy()[:, -1]
+        self._bind_one_token_arrays()
+        return logits
+
+    def _one_token(self, attention_mask) -> np.ndarray:
+        self._bind_array("attention_mask", attention_mask)
+        self._inputs = (attention_mask,)
+        self._run()
+        return self._last_logits
 
     def _bind_one_token_arrays(self) -> None:
         import onnxruntime as ort
@@ -169,10 +215,8 @@ class InPlaceRun:
         self._binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids))
         self._binding.bind_ortvalue_input("position_ids", ort.OrtValue.ortvalue_from_numpy(self._positions))
         self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
-        self._one_token_bound = True
 
-    def reorder(self, parents: np.ndarray) -> None:
-        """Row r continues the cache of row parents[r] (beam search)."""
+    def _reorder_cache(self, parents: np.ndarray) -> None:
         filled = self.past_length
         for buffer in self._buffers:
             cache = buffer.numpy()  # the buffer itself on the CPU, a host copy on a GPU
@@ -181,19 +225,18 @@ class InPlaceRun:
                 buffer.update_inplace(cache)
 
 
-class ConcatRun:
-    """The cache of one generation call with a Concat graph, carried from step to step.
+class ConcatRun(Run):
+    """The cache of a Concat graph, carried from step to step.
 
-    `step` is as in `InPlaceRun`. Each step's present keys/values become the next step's past
-    without a copy: on the CPU as the numpy arrays onnxruntime returns (they share its memory;
-    measured on the 4-layer model, binding them through IO binding was about 8% slower), on a GPU
-    as OrtValues that stay on the device through IO binding.
+    Each step's present keys/values become the next step's past without a copy: on the CPU as
+    the numpy arrays onnxruntime returns (they share its memory; measured on the 4-layer model,
+    binding them through IO binding was about 8% slower), on a GPU as OrtValues that stay on the
+    device through IO binding.
     """
 
-    def __init__(self, decoder: DecoderSession, rows: int):
-        self.decoder, self.rows = decoder, rows
+    def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
+        super().__init__(decoder, rows, capacity)
         self.bound = decoder.bind_cache
-        self.past_length = 0
         self._past = decoder.empty_past(rows)  # numpy arrays, or OrtValues when bound
         if self.bound:
             import onnxruntime as ort
@@ -201,15 +244,14 @@ class ConcatRun:
             self._binding = decoder.session.io_binding()
             self._past = [ort.OrtValue.ortvalue_from_numpy(p, decoder.device, 0) for p in self._past]
 
-    def step(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        rows, seq = input_ids.shape
-        assert rows == self.rows and attention_mask.shape == (rows, self.past_length + seq)
+    def _prompt(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         if self.bound:
-            logits = self._bound_step(input_ids, attention_mask, position_ids)
-        else:
-            logits, self._past = self.decoder.forward(input_ids, attention_mask, position_ids, self._past)
-        self.past_length += seq
+            return self._bound_step(input_ids, attention_mask, position_ids)[:, -1]
+        logits, self._past = self.decoder.forward(input_ids, attention_mask, position_ids, self._past)
         return logits[:, -1]  # (rows, vocab)
+
+    def _one_token(self, attention_mask) -> np.ndarray:
+        return self._prompt(self._ids, attention_mask, self._positions)
 
     def _bound_step(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding, device = self._binding, self.decoder.device
@@ -225,8 +267,7 @@ class ConcatRun:
         logits, *self._past = binding.get_outputs()
         return logits.numpy()
 
-    def reorder(self, parents: np.ndarray) -> None:
-        """Row r continues the cache of row parents[r] (beam search)."""
+    def _reorder_cache(self, parents: np.ndarray) -> None:
         if self.bound:
             import onnxruntime as ort
 

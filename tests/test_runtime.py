@@ -189,8 +189,8 @@ def test_the_in_place_cache_is_written_into_the_runs_buffers(model):
     ids = np.array([model.tokenizer.encode("ROMEO: What, ho!")], np.int64)
     n = ids.shape[1]
     run = model.session.new_run(1, n + 4)
-    run.step(ids[:, :-1], np.ones((1, n - 1), np.int64), np.arange(n - 1)[None])
-    run.step(ids[:, -1:], np.ones((1, n), np.int64), np.array([[n - 1]]))
+    run.start(ids[:, :-1], np.ones((1, n - 1), np.int64), np.arange(n - 1)[None])
+    run.advance(ids[:, -1])
     _, present = model.forward(ids, np.ones_like(ids), np.arange(n)[None], model.empty_past(1))
     for buffer, expected in zip(run._buffers, present):
         cache = buffer.numpy()
