@@ -101,6 +101,12 @@ def main(argv=None):
                      statistics.median(genai_late)))
     for name, early, late in rows:
         print(f"{name:46} {early:9.3f} ms {late:10.3f} ms {late / early:8.2f}x")
+    # at batch 1 a step reads every weight once and the cache up to its position: the ratio of
+    # those bytes bounds what any runtime can reach when both reads run at memory speed
+    weights = (folders[0] / "model.onnx").stat().st_size
+    cache = lambda position: 2 * model.config.num_layers * model.config.kv_heads * model.config.head_dim * position * 4
+    print(f"{'bytes read per token (weights + cache)':46} {(weights + cache(10)) / 1e6:9.1f} MB "
+          f"{(weights + cache(900)) / 1e6:10.1f} MB {(weights + cache(900)) / (weights + cache(10)):8.2f}x")
 
 
 if __name__ == "__main__":
