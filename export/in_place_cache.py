@@ -14,10 +14,13 @@ com.microsoft GroupQueryAttention node, fed the same query, new keys/values, pas
 When the query, keys and values are plain slices of the qkv projection (no rotary positions in
 between), the node takes that projection packed, and when the graph merges the heads right
 after the attention, the node's (batch, seq, heads * head_dim) output replaces that merge; else
-Transpose/Reshape pairs convert the layouts. Inputs, outputs and their names stay the same; the
-node's sequence lengths come from the attention mask's width (left padding is masked by the
-bias, as before). One limit of the op: a step with more than one new token after a past needs
-batch 1.
+Transpose/Reshape pairs convert the layouts. Inputs, outputs and their names stay the same.
+The node's total length is the attention mask's width, and each row's filled length is the
+index of the last 1 in its mask (left padding is masked by the bias, as before): so a runtime
+may pass a mask as wide as the whole cache, zeros beyond the filled part, and keep its shape
+the same from step to step (config.json's onnx.capacity_mask), while a mask exactly as wide as
+past + new tokens (onnxruntime-genai's) works as it always did. One limit of the op: a step with
+more than one new token after a past needs batch 1.
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ def rewrite(proto, num_layers: int, num_heads: int, kv_heads: int, head_dim: int
         numpy_helper.from_array(np.array([0, 0, num_heads * head_dim], np.int64), "gqa/merge_heads"),
         numpy_helper.from_array(np.array([0, 0, kv_heads * head_dim], np.int64), "gqa/merge_kv_heads"),
         numpy_helper.from_array(np.array([0, 0, num_heads, head_dim], np.int64), "gqa/split_heads"),
-        numpy_helper.from_array(np.array([1], np.int32), "gqa/one"),
+        numpy_helper.from_array(np.array(0, np.int64), "gqa/zero64"),
+        numpy_helper.from_array(np.array(1, np.int64), "gqa/one64"),
     ])
     graph.node.extend(new_nodes)
     try:
@@ -169,14 +173,17 @@ def _merged_heads(index: Graph, attention: str) -> list | None:
 
 
 def _sequence_lengths() -> list:
-    """total = the attention mask's width (int32 scalar); seqlens_k = total - 1 for every row."""
+    """total = the attention mask's width (int32 scalar); seqlens_k = each row's index of its last
+    1 (int32, (batch,)), the filled length less one also when the mask is wider than that."""
     from onnx import helper
 
     return [
         helper.make_node("Shape", ["attention_mask"], ["gqa/total_1d64"], start=1, end=2),
         helper.make_node("Cast", ["gqa/total_1d64"], ["gqa/total_1d"], to=6),  # int32
         helper.make_node("Squeeze", ["gqa/total_1d"], ["gqa/total"]),
-        helper.make_node("Shape", ["attention_mask"], ["gqa/batch"], start=0, end=1),
-        helper.make_node("Sub", ["gqa/total_1d", "gqa/one"], ["gqa/last_1d"]),
-        helper.make_node("Expand", ["gqa/last_1d", "gqa/batch"], ["gqa/seqlens_k"]),
+        helper.make_node("Squeeze", ["gqa/total_1d64"], ["gqa/total64"]),
+        helper.make_node("Range", ["gqa/zero64", "gqa/total64", "gqa/one64"], ["gqa/slots"]),
+        helper.make_node("Mul", ["attention_mask", "gqa/slots"], ["gqa/filled_slots"]),
+        helper.make_node("ReduceMax", ["gqa/filled_slots"], ["gqa/last64"], axes=[1], keepdims=0),
+        helper.make_node("Cast", ["gqa/last64"], ["gqa/seqlens_k"], to=6),
     ]

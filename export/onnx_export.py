@@ -194,6 +194,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
             "architecture": model.config.to_dict(),
             "special_tokens": special,
             "onnx": {"file": model_folder.MODEL_FILE, "opset": opset, "weights": weights, "kv_cache": kv_cache,
+                     "capacity_mask": kv_cache == "in_place",
                      "inputs": input_names(model.config.num_layers),
                      "outputs": output_names(model.config.num_layers)},
             "provenance": provenance,

@@ -38,7 +38,8 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
         assert ops.count("LayerNormalization") == 2 * TINY["layers"] + 1 and "GlobalAveragePool" not in ops
         assert ops.count("MatMul") == 4 * TINY["layers"] + 1 + (2 * TINY["layers"] if layout == "concat" else 0)
         assert not any(n.op_type == "Reshape" and n.name.endswith("Tensordot/Reshape") for n in graph.node)
-        assert json.loads((folder / "config.json").read_text())["onnx"]["kv_cache"] == layout
+        onnx_meta = json.loads((folder / "config.json").read_text())["onnx"]
+        assert onnx_meta["kv_cache"] == layout and onnx_meta["capacity_mask"] == (layout == "in_place")
         genai = json.loads((folder / "genai_config.json").read_text())
         assert genai["search"]["past_present_share_buffer"] == (layout == "in_place")
     assert all(n.domain in ("", "ai.onnx") for n in onnx.load(str(tiny_concat_folder / "model.onnx")).graph.node)

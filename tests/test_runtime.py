@@ -197,6 +197,27 @@ def test_the_in_place_cache_is_written_into_the_runs_buffers(model):
         assert np.allclose(cache[:, :, :n], expected, atol=1e-5) and not cache[:, :, n:].any()
 
 
+def test_a_mask_as_wide_as_the_cache_gives_the_logits_of_a_mask_as_wide_as_the_filled_part(tiny_folder):
+    """The in-place graph reads each row's filled length from its mask's last 1: the runtime's
+    capacity-wide mask (fixed shape) and onnxruntime-genai's growing one give the same logits,
+    with left padding."""
+    wide, growing = load(tiny_folder, threads=1), load(tiny_folder, threads=1)
+    assert wide.session.capacity_mask
+    growing.session.capacity_mask = False  # bind the mask of the filled positions each step
+    prompts = [wide.tokenizer.encode(p) for p in ("ROMEO:", "First Citizen:\nBefore we proceed")]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts], np.int64)
+    mask = (np.arange(width) >= np.array([[width - len(p)] for p in prompts])).astype(np.int64)
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    runs = [m.session.new_run(2, width + 6) for m in (wide, growing)]
+    logits = [r.start(ids, mask, positions) for r in runs]
+    for _ in range(6):
+        assert np.allclose(logits[0], logits[1], atol=1e-5)
+        tokens = logits[0].argmax(-1)
+        logits = [r.advance(tokens).copy() for r in runs]
+    assert np.allclose(logits[0], logits[1], atol=1e-5)
+
+
 def test_score_matches_the_model_and_slides_over_long_text(model):
     text = "ROMEO: What, ho! Good morrow, cousin."
     ids = model.tokenizer.encode(text)
