@@ -164,8 +164,8 @@ class InPlaceRun(Run):
     folder whose graph takes a capacity-wide mask (config.json's onnx.capacity_mask) the whole
     mask is bound too, so a one-token step binds nothing and its input shapes never change
     (about 5 us a token less, measured on the 2-layer test model); else a step binds the mask of
-    the filled positions. On a GPU
-    the buffers live on the device, so only ids, mask, positions and logits cross.
+    the filled positions. On a GPU the buffers live on the device, so only ids, mask, positions
+    and logits cross.
     """
 
     def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
