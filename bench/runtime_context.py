@@ -5,6 +5,9 @@ shape (4 layers, width 256, vocabulary 2,048) with context 1,024, trained for 2 
 tinyshakespeare and exported twice, with the in-place cache and with `--kv-cache concat` as the
 baseline (needs the train extra; about two minutes on two cores). Speed does not depend on what
 the weights learned, only on their shapes. onnxruntime-genai on the same folder is timed too.
+Each figure is a decode step's time once that many tokens are cached, timed after 16 untimed
+steps that follow the prompt (a prompt's run slows the next few steps; see
+`edgellm.benchmark.time_per_token`). The last line is the floor: the bytes a step reads.
 
     python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--kv-heads N] [--threads N]
 """
@@ -35,21 +38,24 @@ def make_long_context_model(workdir: Path, kv_heads: int = 0) -> tuple[Path, Pat
     return folder, concat
 
 
-def genai_time_per_token(folder: Path, prompt: list[int], steps: int = 16) -> float | None:
-    """onnxruntime-genai on the same folder: ms per decode step after a prompt of len(prompt)."""
+def genai_time_per_token(folder: Path, prompt: list[int], steps: int = 16, settle: int = 16) -> float | None:
+    """onnxruntime-genai on the same folder: ms per decode step once len(prompt) tokens are
+    cached, as `edgellm.benchmark.time_per_token` times it (the last `settle` ids of the prompt
+    are generated, untimed, after the rest)."""
     try:
         import onnxruntime_genai as og
     except ImportError:
         return None
     import time
 
+    settle = min(settle, len(prompt) - 1)
     model = og.Model(str(folder))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(prompt) + steps + 1, min_length=len(prompt) + steps + 1,
-                              do_sample=False)
+    params.set_search_options(max_length=len(prompt) + steps, min_length=len(prompt) + steps, do_sample=False)
     generator = og.Generator(model, params)
-    generator.append_tokens(prompt)
-    generator.generate_next_token()
+    generator.append_tokens(prompt[:len(prompt) - settle])
+    for _ in range(settle):
+        generator.generate_next_token()
     started = time.perf_counter()
     for _ in range(steps):
         generator.generate_next_token()

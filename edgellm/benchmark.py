@@ -44,17 +44,26 @@ def decode_speed(model, prompt_tokens: int = 16, new_tokens: int = 64, batch: in
             "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in runs)}
 
 
-def time_per_token(model, position: int, steps: int = 16, repeats: int = 5) -> float:
-    """Milliseconds of one decode step (batch 1) when `position` tokens are already cached."""
+def time_per_token(model, position: int, steps: int = 16, repeats: int = 5, settle: int = 16) -> float:
+    """Milliseconds of one decode step (batch 1) when `position` tokens are already cached.
+
+    The cache is filled by a prompt and then `settle` untimed steps (fewer when the position is
+    small): a prompt's run pushes the weights out of the processor's caches, and the steps right
+    after it are slower until they are back (docs/runtime.md), a cost of the prompt, not of the
+    position."""
     context = model.config.context_length
     if not 1 <= position <= context - steps:
         raise ValueError(f"position must be in [1, {context - steps}] for a context of {context}. "
                          f"Received: position={position}")
+    settle = min(settle, position - 1)
     ids = np.array([prompt_of(model, position)], np.int64)
+    prompt = ids[:, :position - settle]
     times = []
     for _ in range(repeats + 1):
         run = model.session.new_run(1, position + steps)
-        run.start(ids, np.ones((1, position), np.int64), np.arange(position, dtype=np.int64)[None])
+        run.start(prompt, np.ones_like(prompt), np.arange(prompt.shape[1], dtype=np.int64)[None])
+        for token in ids[0, prompt.shape[1]:]:
+            run.advance(np.array([token], np.int64))
         token = np.array([int(ids[0, -1])], np.int64)
         started = time.perf_counter()
         for _ in range(steps):
