@@ -116,7 +116,7 @@ def serve(model, host, port, max_concurrency, queue_size, threads, log_level):
     GET /v1/models, GET /health. See docs/server.md.
     """
     try:
-        from edgellm.server import serve as run_server
+        from edgellm.serve import serve as run_server
     except ImportError as error:
         raise click.ClickException(f"edgellm serve needs {error.name}, which is not installed. "
                                    "Install it with: pip install 'edgellm[serve]'")

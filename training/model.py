@@ -243,3 +243,14 @@ class GPT(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(ModelConfig.from_dict(config))
+
+
+def build_model(config, precision: str, attention: str = "standard", init_std: float = 0.02):
+    """A built GPT whose layers compute under `precision` (float32, or bfloat16/float16 mixed)."""
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:  # layers keep the policy they were built with; later models (export) stay float32
+        return GPT(config, attention, init_std).build_weights()
+    finally:
+        keras.config.set_dtype_policy(before)

@@ -51,8 +51,9 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
     from edgellm.config import ModelConfig
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import checkpoint, data, distribute, optim
+    from edgellm.training import checkpoint, data, distribute, fine_tune, optim
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
+    from edgellm.training.model import build_model
 
     out_dir = Path(out)
     previous = checkpoint.previous_run(out_dir, resume, force)
@@ -64,7 +65,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
     fine_tuning = bool(opts.init) and not previous  # a resumed fine-tuning run restores its own state
     if fine_tuning:
-        opts = _shape_of_init(opts, options)
+        opts = fine_tune.shape_of_init(opts, options)
     tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
                  else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if fine_tuning
                  else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
@@ -116,7 +117,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
         if replicas > 1:  # every validation batch must split evenly over the devices
             validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
-        model = _build_model(config, opts.precision, opts.attention, opts.init_std)
+        model = build_model(config, opts.precision, opts.attention, opts.init_std)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
         xla = opts.xla and distribute.xla_works(opts.distribute)
@@ -126,7 +127,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
         if fine_tuning:
-            _load_init_weights(model, opts.init)
+            fine_tune.load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
@@ -180,63 +181,6 @@ def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, rec
     if previous and previous["state"]["data_fingerprint"] != fingerprint:
         raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. Received: "
                          f"{received}. Resume with the same data, or start a new --out.")
-
-
-# the checkpoint's shape, as training options
-_SHAPE = {"layers": "num_layers", "heads": "num_heads", "kv_heads": "num_kv_heads", "width": "hidden_size",
-          "context": "context_length", "bias": "use_bias", "tie_embeddings": "tie_embeddings",
-          "positions": "position_embedding", "vocab_size": "vocab_size"}
-
-
-def _shape_of_init(opts, given: dict):
-    """Options with the model shape of the --init checkpoint; a flag that contradicts it is an error."""
-    import dataclasses
-
-    from edgellm.training import checkpoint
-
-    if opts.tokenizer:
-        raise ValueError("Pass --init or --tokenizer, not both: a fine-tuned model keeps the tokenizer of "
-                         f"its checkpoint. Received: init={opts.init!r}, tokenizer={opts.tokenizer!r}")
-    arch = {"num_kv_heads": 0, **checkpoint.load_meta(opts.init)["architecture"]}  # older checkpoints lack it
-    for option, key in _SHAPE.items():
-        if option in given and given[option] != arch[key]:
-            raise ValueError(f"--{option.replace('_', '-')} must be the --init checkpoint's ({arch[key]!r}): "
-                             f"fine-tuning keeps the model's shape. Received: {given[option]!r}. Drop the flag.")
-    return dataclasses.replace(opts, **{option: arch[key] for option, key in _SHAPE.items()})
-
-
-def _load_init_weights(model, init: str) -> None:
-    """The --init checkpoint's weights into `model`; token ids added to its tokenizer keep their
-    fresh random rows in the embedding (and output layer)."""
-    from edgellm.training import checkpoint
-
-    before, _, _ = checkpoint.load_model(init)
-
-    def inside(var):  # the path below the model's own (auto-numbered) name
-        return var.path.split("/", 1)[1]
-
-    old = {inside(v): v for v in before.trainable_variables}
-    for var in model.trainable_variables:
-        value = old[inside(var)].numpy()
-        if tuple(var.shape) != value.shape:  # grown along the vocabulary: keep the new rows' init
-            grown = var.numpy()
-            grown[tuple(slice(0, n) for n in value.shape)] = value
-            value = grown
-        var.assign(value)
-
-
-def _build_model(config, precision: str, attention: str = "standard", init_std: float = 0.02):
-    import keras
-
-    from edgellm.training.model import GPT
-
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[precision]
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:  # layers keep the policy they were built with; later models (export) stay float32
-        return GPT(config, attention, init_std).build_weights()
-    finally:
-        keras.config.set_dtype_policy(before)
 
 
 def _meta(opts, files, command, history, model, fingerprint, control, keras) -> dict:
