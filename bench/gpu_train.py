@@ -42,10 +42,10 @@ import sys
 import time
 from pathlib import Path
 
+from gpu_measure import PEAK_FLOPS, keras_device, step_timer, table  # bench/, beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "tinyshakespeare" / "input.txt"
-PEAK_FLOPS = 989e12  # H200 SXM, dense bfloat16, datasheet
-NANOGPT_QUALITY = (1.468, 83.0)  # nats/char, seconds: nanoGPT's shakespeare-char on the H200 (given)
 SHAPES = {  # vocab: the model's ids; bpe: the ids a tokenizer learns (the rest are unused)
     "nano": dict(layers=6, heads=6, width=384, context=256, batch=64, vocab=257, bpe=257, steps=600, skip=50),
     "gpt2": dict(layers=12, heads=12, width=768, context=1024, batch=16, vocab=50304, bpe=512, steps=150, skip=20),
@@ -58,11 +58,6 @@ QUALITY = dict(vocab_size=257, layers=6, heads=6, width=384, context=256, batch_
                min_lr_ratio=0.1, warmup=100, beta2=0.99, weight_decay=0.1, precision="bfloat16", attention="fused")
 SMOKE_QUALITY = dict(QUALITY, layers=2, heads=2, width=64, context=64, batch_size=16, warmup=5)
 PARTS = ["nano-edgellm", "nano-keras-fit", "nano-torch", "quality", "gpt2-edgellm", "gpt2-keras-fit", "gpt2-torch"]
-
-
-def flops_per_token(shape: dict, parameters: int, position_parameters: int) -> float:
-    n = parameters - position_parameters
-    return 6 * n + 12 * shape["layers"] * shape["context"] * shape["width"]
 
 
 # ---- data shared by the parts --------------------------------------------------------------------
@@ -92,42 +87,6 @@ def train_ids(shape: dict, work: Path):
     return data.tokenize(texts, learned, 0.1, work / "cache").train
 
 
-def step_timer():
-    """A Keras callback that notes when `fit` began, when each batch was started and when it
-    finished. It is `async_safe`, so it leaves Keras's asynchronous dispatch on: under JAX the
-    loop queues steps ahead, and this callback runs in Keras's worker thread once a batch's results
-    exist. Only batches that finished before the loop queued its last one count: after that the
-    loop moves on (validation's tracing and compilation) and competes with the worker thread, so
-    later completion times would be noted late."""
-    import keras
-
-    class StepTimer(keras.callbacks.Callback):
-        async_safe = True
-
-        def __init__(self):
-            super().__init__()
-            self.began, self.started, self.finished = None, {}, {}
-
-        def on_train_begin(self, logs=None):
-            self.began = time.perf_counter()
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.started[batch] = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.finished[batch] = time.perf_counter()
-
-        def figures(self, skip: int, tokens_per_batch: int) -> dict:
-            queued_all = self.started[max(self.started)]
-            last = max(b for b, t in self.finished.items() if t <= queued_all or b == skip + 1)
-            seconds = self.finished[last] - self.finished[skip]
-            return {"tokens_per_sec": (last - skip) * tokens_per_batch / seconds, "timed_steps": last - skip,
-                    "timed_seconds": seconds, "first_step_seconds": self.finished[0] - self.began,
-                    "queued_ahead": max(self.finished) - last}
-
-    return StepTimer()
-
-
 # ---- the parts -----------------------------------------------------------------------------------
 
 def run_edgellm(shape: dict, work: Path, name: str, attention: str) -> dict:
@@ -145,7 +104,7 @@ def run_edgellm(shape: dict, work: Path, name: str, attention: str) -> dict:
     return {**timer.figures(shape["skip"], shape["batch"] * shape["context"]),
             "wall_seconds": time.perf_counter() - started, "loss": metrics["train_loss"],
             "parameters": metrics["parameters"], "position_parameters": shape["context"] * shape["width"],
-            "attention": attention, "device": _keras_device(), "backend": keras.backend.backend()}
+            "attention": attention, "device": keras_device(), "backend": keras.backend.backend()}
 
 
 def run_keras_fit(shape: dict, work: Path, attention: str) -> dict:
@@ -154,7 +113,7 @@ def run_keras_fit(shape: dict, work: Path, attention: str) -> dict:
 
     from edgellm.config import ModelConfig
     from edgellm.training import optim, options
-    from edgellm.training.model import GPT
+    from edgellm.training.model import build_model
 
     ids = train_ids(shape, work)
     batches = shape["skip"] + shape["steps"] + 1
@@ -163,9 +122,7 @@ def run_keras_fit(shape: dict, work: Path, attention: str) -> dict:
     windows = np.asarray(ids)[starts[:, None] + np.arange(shape["context"] + 1)].astype("int32")
     config = ModelConfig(vocab_size=shape["vocab"], context_length=shape["context"], num_layers=shape["layers"],
                          num_heads=shape["heads"], hidden_size=shape["width"])
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    model = GPT(config, attention).build_weights()
-    keras.config.set_dtype_policy("float32")  # the model keeps its policy; later parts start clean
+    model = build_model(config, "bfloat16", attention)
     opts = options.resolve({"steps": batches, "warmup": 10})
     model.compile(optimizer=optim.make_optimizer(model, optim.make_schedule(opts), opts), jit_compile=True,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -174,7 +131,7 @@ def run_keras_fit(shape: dict, work: Path, attention: str) -> dict:
                         verbose=0, callbacks=[timer])
     return {**timer.figures(shape["skip"], shape["batch"] * shape["context"]), "loss": history.history["loss"][-1],
             "parameters": int(model.count_params()), "position_parameters": shape["context"] * shape["width"],
-            "attention": attention, "device": _keras_device(), "backend": keras.backend.backend()}
+            "attention": attention, "device": keras_device(), "backend": keras.backend.backend()}
 
 
 def run_torch(shape: dict, work: Path) -> dict:
@@ -228,21 +185,6 @@ def run_quality(args, planned_rate: float | None, first_step_seconds: float | No
             "tokens_per_sec": rows[-1]["tokens_per_sec"], "command": "edgellm " + " ".join(command[3:])}
 
 
-def _keras_device() -> str:
-    """The device Keras trains on, and the library versions: "NVIDIA H200 (keras 3.15.1, jax ...)"."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return f"{jax.devices()[0].device_kind} (keras {keras.__version__}, jax {jax.__version__})"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-    return keras.backend.backend()
-
-
 def run_part(name: str, args, results: dict) -> dict:
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     if name == "quality":
@@ -255,40 +197,6 @@ def run_part(name: str, args, results: dict) -> dict:
     if kind == "keras-fit":
         return run_keras_fit(shape, args.work, args.attention)
     return run_torch(shape, args.work)
-
-
-# ---- the report --------------------------------------------------------------------------------
-
-def table(results: dict, smoke: bool) -> str:
-    shapes = SMOKE_SHAPES if smoke else SHAPES
-    lines = ["| shape | run | tokens/s | MFU (of 989 TFLOP/s) | timed steps | first step s | vs PyTorch | vs bare fit |",
-             "|---|---|---|---|---|---|---|---|"]
-    for shape_name, shape in shapes.items():
-        torch_rate = results.get(f"{shape_name}-torch", {}).get("tokens_per_sec")
-        fit_rate = results.get(f"{shape_name}-keras-fit", {}).get("tokens_per_sec")
-        for kind in ("edgellm", "keras-fit", "torch"):
-            r = results.get(f"{shape_name}-{kind}")
-            if r is None:
-                continue
-            if "tokens_per_sec" not in r:
-                lines.append(f"| {shape_name} | {kind} | {r.get('skipped') or r.get('error')} | | | | | |")
-                continue
-            rate = r["tokens_per_sec"]
-            on_gpu = "cpu" not in str(r.get("device", "")).lower()
-            mfu = rate * flops_per_token(shape, r["parameters"], r["position_parameters"]) / PEAK_FLOPS
-            first = r["first_step_seconds"]
-            versus = [f"{rate / base:.2f}x" if base else "-" for base in (torch_rate, fit_rate)]
-            lines.append(f"| {shape_name} | {kind} | {rate:,.0f} | {f'{mfu:.1%}' if on_gpu else '(cpu)'} | "
-                         f"{r['timed_steps']} | {first:.1f} | {versus[0]} | {versus[1]} |")
-    q = results.get("quality")
-    if q and "best_val_loss_per_char" in q:
-        lines += ["", f"quality: best validation loss {q['best_val_loss_per_char']:.4f} nats/char at step "
-                      f"{q['best_at_step']} of {q['steps']} ({q['planned_steps']} planned), {q['wall_seconds']:.1f} s "
-                      f"wall with start, {q['tokens_per_sec']:,.0f} tokens/s; nanoGPT (given): "
-                      f"{NANOGPT_QUALITY[0]} at {NANOGPT_QUALITY[1]:.0f} s", f"quality command: {q['command']}"]
-    elif q:
-        lines += ["", f"quality: {q.get('error') or q}"]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -335,7 +243,7 @@ def main() -> None:
         (args.report / "gpu_train.json").write_text(json.dumps(
             {"smoke": args.smoke, "peak_flops": PEAK_FLOPS, "shapes": SMOKE_SHAPES if args.smoke else SHAPES,
              "results": results}, indent=2) + "\n")
-    print(f"\nall parts: {time.perf_counter() - started:.0f} s\n\n{table(results, args.smoke)}", flush=True)
+    print(f"\nall parts: {time.perf_counter() - started:.0f} s\n\n{table(results, SMOKE_SHAPES if args.smoke else SHAPES)}", flush=True)
 
 
 def _subprocess_part(name: str, args, results: dict) -> dict:
