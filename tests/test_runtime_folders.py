@@ -3,6 +3,7 @@ from a checkout and from an installed wheel; providers are chosen and checked.""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,3 +136,35 @@ def test_shipped_model_found_by_name_from_an_installed_wheel(tiny_folder, tmp_pa
     cli = subprocess.run([sys.executable, "-m", "edgellm", "generate", "ROMEO:", "-m", "tiny", "-n", "4"],
                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0 and cli.stdout.startswith("ROMEO:"), cli.stderr
+
+
+HUGE_PAGES_CHECK = """
+import edgellm
+model = edgellm.load("shakespeare", providers=["CPUExecutionProvider"])
+print(next(line.split()[1] for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")))
+"""
+
+
+def transparent_huge_pages_mode() -> str | None:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def kernel_version() -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", os.uname().release)[:2])
+
+
+@pytest.mark.skipif(transparent_huge_pages_mode() != "madvise" or kernel_version() < (6, 1),
+                    reason="needs Linux 6.1+ with transparent huge pages in madvise mode")
+def test_loading_a_model_puts_its_memory_in_huge_pages_unless_turned_off():
+    def huge_kb(setting):
+        env = {**os.environ, "EDGELLM_HUGE_PAGES": setting}
+        done = subprocess.run([sys.executable, "-c", HUGE_PAGES_CHECK], capture_output=True, text=True, env=env,
+                              cwd=REPO, check=True)
+        return int(done.stdout.split()[-1])
+
+    assert huge_kb("1") >= 8 * 1024  # the shipped model's weights are 15 MB
+    assert huge_kb("0") == 0
