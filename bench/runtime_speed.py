@@ -207,5 +207,6 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     """The median over back-to-back runs of ours / theirs: both saw nearly the same load."""
     return statistics.median(a / b for a, b in zip(ours, theirs))
 
+
 if __name__ == "__main__":
     main()

@@ -2,14 +2,14 @@
 
 A decode step at batch 1 reads every weight once. In 4 KB pages the shipped model's 15 MB of
 weights span about 3,700 pages, more than the processor's TLB maps at once, so every step also
-walks page tables; in 2 MB pages they span 8. Linux's
-transparent huge pages are usually in "madvise" mode: a process gets them only where it asks
-(madvise MADV_HUGEPAGE).
+walks page tables; in 2 MB pages they span 8. Linux's transparent huge pages are usually in
+"madvise" mode: a process gets them only where it asks (madvise MADV_HUGEPAGE).
 
 `for_new_memory()` wraps a model's load. onnxruntime allocates the weights itself, so it notes
-each anonymous mapping's resident size before, and afterwards asks for huge pages in the
-mappings that grew by 2 MB or more, then has them made at once (MADV_COLLAPSE, Linux 6.1 and
-later; else the kernel's khugepaged does it over time). Collapsing copies the memory: about 30 ms
+each anonymous mapping's resident size before, and afterwards, in the mappings that grew by
+2 MB or more, asks for huge pages for every 2 MB stretch whose pages are all resident (mincore),
+so no page that was not in memory is added, then has them made at once (MADV_COLLAPSE, Linux 6.1
+and later; else the kernel's khugepaged does it over time). Collapsing copies the memory: about 30 ms
 more to load the shipped model, repaid after about 1,000 tokens. Elsewhere, or where the kernel
 refuses, nothing changes; EDGELLM_HUGE_PAGES=0 turns it off. The KV cache stays in ordinary
 pages: at position 900 of 1,024 huge pages for it changed nothing measurable. Figures are in
@@ -69,11 +69,23 @@ def _resident_anonymous() -> dict:
 
 def _advise(spans: list[tuple[int, int]]) -> None:
     try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise, mincore = libc.madvise, libc.mincore
     except (OSError, AttributeError):
         return
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = os.sysconf("SC_PAGE_SIZE")
     for lo, hi in spans:
         start, end = -(-lo // HUGE_PAGE) * HUGE_PAGE, hi // HUGE_PAGE * HUGE_PAGE  # whole huge pages inside
-        if end > start and madvise(start, end - start, MADV_HUGEPAGE) == 0:
-            madvise(start, end - start, MADV_COLLAPSE)  # refused before Linux 6.1: khugepaged does it later
+        if end <= start:
+            continue
+        resident = ctypes.create_string_buffer((end - start) // page)
+        if mincore(start, end - start, resident) != 0:
+            continue
+        per_huge = HUGE_PAGE // page
+        for i in range((end - start) // HUGE_PAGE):
+            if all(b & 1 for b in resident.raw[i * per_huge:(i + 1) * per_huge]):
+                here = start + i * HUGE_PAGE
+                if madvise(here, HUGE_PAGE, MADV_HUGEPAGE) == 0:
+                    madvise(here, HUGE_PAGE, MADV_COLLAPSE)  # refused before Linux 6.1: khugepaged does it later
