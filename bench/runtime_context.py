@@ -1,15 +1,17 @@
 """Time per token late in a long context against early: position 900 vs position 10 of 1,024.
 
 Needs a model with a 1,024-token context. Without --model, one is made: the shipped model's
-shape (4 layers, width 256, vocabulary 2,048) with context 1,024, trained for 2 steps on
+shape (4 layers, width 256, vocabulary 2,048) with context 1,024, or with `--shape gpt2` GPT-2
+small's (12 layers, 12 heads, width 768; vocabulary 2,048), trained for 2 steps on
 tinyshakespeare and exported twice, with the in-place cache and with `--kv-cache concat` as the
-baseline (needs the train extra; about two minutes on two cores). Speed does not depend on what
+baseline (needs the train extra; about two minutes on two cores, more for gpt2). Speed does not depend on what
 the weights learned, only on their shapes. onnxruntime-genai on the same folder is timed too.
 Each figure is a decode step's time once that many tokens are cached, timed after 16 untimed
 steps that follow the prompt (a prompt's run slows the next few steps; see
 `edgellm.benchmark.time_per_token`). The last line is the floor: the bytes a step reads.
 
-    python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--kv-heads N] [--threads N]
+    python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--shape gpt2]
+                                    [--kv-heads N] [--threads N]
 """
 
 from __future__ import annotations
@@ -21,18 +23,19 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SHAPES = {"shipped": dict(layers=4, heads=4, width=256), "gpt2": dict(layers=12, heads=12, width=768)}
 
 
-def make_long_context_model(workdir: Path, kv_heads: int = 0) -> tuple[Path, Path]:
+def make_long_context_model(workdir: Path, kv_heads: int = 0, shape: str = "shipped") -> tuple[Path, Path]:
     """The model folder (in-place cache) and the same checkpoint exported with the Concat cache."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgellm.export.onnx_export import export
     from edgellm.training.train import train
 
     checkpoint, folder, concat = workdir / "run", workdir / "long-context", workdir / "long-context-concat"
-    train([str(REPO / "data" / "tinyshakespeare" / "input.txt")], str(checkpoint), vocab_size=2048, layers=4,
-          heads=4, kv_heads=kv_heads, width=256, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2,
-          verbose=0)
+    train([str(REPO / "data" / "tinyshakespeare" / "input.txt")], str(checkpoint), vocab_size=2048,
+          kv_heads=kv_heads, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2, verbose=0,
+          **SHAPES[shape])
     export(checkpoint, folder)
     export(checkpoint, concat, kv_cache="concat")
     return folder, concat
@@ -70,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--keep", help="write the models made for the bench here (to reuse with --model)")
     parser.add_argument("--kv-heads", type=int, default=0,
                         help="key/value heads of the model made (grouped-query attention; default: one per head)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="shipped", help="the shape of the model made")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
@@ -81,7 +85,7 @@ def main(argv=None):
         if args.model:
             folders = [Path(args.model)] + ([Path(args.baseline)] if args.baseline else [])
         else:
-            folders = list(make_long_context_model(Path(args.keep or workdir), args.kv_heads))
+            folders = list(make_long_context_model(Path(args.keep or workdir), args.kv_heads, args.shape))
         models = [edgellm.load(f, providers=["CPUExecutionProvider"], threads=args.threads) for f in folders]
         for folder, model in zip(folders, models):
             if model.config.context_length < 1024:
