@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -217,6 +218,8 @@ def test_ctrl_c_then_resume_follows_the_uninterrupted_run(corpus_file, tmp_path,
     assert max(float(np.max(np.abs(u.numpy() - v.numpy()))) for u, v in zip(ma.weights, mb.weights)) < 1e-6
     with pytest.raises(ValueError, match="Nothing to train.*Raise --steps"):
         train(None, cut, resume=True, verbose=0)
+    with h5py.File(cut / checkpoint.WEIGHTS_FILE) as weights:  # the optimizer's state is in train_state.npz only
+        assert "optimizer" not in weights
 
 
 def poison_at(n):

@@ -53,7 +53,7 @@ def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[d
         return tmp
 
     try:
-        model.save_weights(stage(WEIGHTS_FILE))
+        _save_weights(model, stage(WEIGHTS_FILE))
         micro_step = int(meta.get("state", {}).get("micro_step", 0))
         _save_train_state(stage(STATE_FILE), model, micro_step)
         tokenizer.save(stage(TOKENIZER_FILE))
@@ -97,7 +97,7 @@ def load_model(ckpt_dir: Path):
 
     meta = load_meta(ckpt_dir)
     model = GPT(ModelConfig.from_dict(meta["architecture"])).build_weights()
-    model.load_weights(Path(ckpt_dir) / WEIGHTS_FILE)
+    _load_weights(model, Path(ckpt_dir) / WEIGHTS_FILE)
     return model, Tokenizer.load(Path(ckpt_dir) / TOKENIZER_FILE), meta
 
 
@@ -131,7 +131,7 @@ def restore_train_state(ckpt_dir: Path, model) -> int:
     if not (ckpt_dir / STATE_FILE).is_file():
         raise ValueError(f"Checkpoint {ckpt_dir} has no {STATE_FILE}, so it cannot be resumed "
                          "exactly. Train a new run in another --out.")
-    model.load_weights(ckpt_dir / WEIGHTS_FILE)
+    _load_weights(model, ckpt_dir / WEIGHTS_FILE)
     with np.load(ckpt_dir / STATE_FILE) as state:
         micro_step = int(state["micro_step"])
         if micro_step != meta["state"]["micro_step"]:
@@ -147,6 +147,25 @@ def restore_train_state(ckpt_dir: Path, model) -> int:
             for i, variable in enumerate(variables):
                 variable.assign(state[f"{group}/{i}"])
     return micro_step
+
+
+def _save_weights(model, path: Path) -> None:
+    """model.weights.h5 without the optimizer's variables: train_state.npz holds them, and Keras's
+    own save_weights would store them again (twice the weights' size)."""
+    from keras.src.saving import saving_lib  # keras is pinned (pyproject.toml); no public way to skip them
+
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=_optimizer(model))
+
+
+def _load_weights(model, path: Path) -> None:
+    """Weights saved by `_save_weights`, or with the optimizer by older versions (then ignored)."""
+    from keras.src.saving import saving_lib
+
+    saving_lib.load_weights_only(model, str(path), objects_to_skip=_optimizer(model))
+
+
+def _optimizer(model) -> list | None:
+    return [model.optimizer] if getattr(model, "optimizer", None) is not None else None
 
 
 def _seed_states(model) -> list:
