@@ -4,11 +4,12 @@ Needs a model with a 1,024-token context. Without --model, one is made: the ship
 shape (4 layers, width 256, vocabulary 2,048) with context 1,024, or with `--shape gpt2` GPT-2
 small's (12 layers, 12 heads, width 768; vocabulary 2,048), trained for 2 steps on
 tinyshakespeare and exported twice, with the in-place cache and with `--kv-cache concat` as the
-baseline (needs the train extra; about two minutes on two cores, more for gpt2). Speed does not depend on what
-the weights learned, only on their shapes. onnxruntime-genai on the same folder is timed too.
-Each figure is a decode step's time once that many tokens are cached, timed after 16 untimed
-steps that follow the prompt (a prompt's run slows the next few steps; see
-`edgellm.benchmark.time_per_token`). The last line is the floor: the bytes a step reads.
+baseline (needs the train extra; about two minutes on two cores, about twelve for gpt2). Speed
+does not depend on what the weights learned, only on their shapes. onnxruntime-genai on the
+same folder is timed too. Each figure is a decode step's time once that many tokens are cached,
+timed after 16 untimed steps that follow the prompt (a prompt's run slows the next few steps;
+see `edgellm.benchmark.time_per_token`). The last line is the ratio of the bytes a step reads:
+the time ratio if weights and cache were both read at the same speed.
 
     python bench/runtime_context.py [--model FOLDER [--baseline FOLDER]] [--keep DIR] [--shape gpt2]
                                     [--kv-heads N] [--threads N]
@@ -112,7 +113,7 @@ def main(argv=None):
     for name, early, late in rows:
         print(f"{name:46} {early:9.3f} ms {late:10.3f} ms {late / early:8.2f}x")
     # at batch 1 a step reads every weight once and the cache up to its position: the ratio of
-    # those bytes bounds what any runtime can reach when both reads run at memory speed
+    # those bytes is the time ratio when both are read at the same speed
     weights = (folders[0] / "model.onnx").stat().st_size
     cache = lambda position: 2 * model.config.num_layers * model.config.kv_heads * model.config.head_dim * position * 4
     print(f"{'bytes read per token (weights + cache)':46} {(weights + cache(10)) / 1e6:9.1f} MB "

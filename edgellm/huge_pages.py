@@ -8,9 +8,9 @@ walks page tables; in 2 MB pages they span 8. Linux's transparent huge pages are
 `for_new_memory()` wraps a model's load. onnxruntime allocates the weights itself, so it notes
 each anonymous mapping's resident size before, and afterwards, in the mappings that grew by
 2 MB or more, asks for huge pages for every 2 MB stretch whose pages are all resident (mincore),
-so no page that was not in memory is added, then has them made at once (MADV_COLLAPSE, Linux 6.1
-and later; else the kernel's khugepaged does it over time). Collapsing copies the memory: about 30 ms
-more to load the shipped model, repaid after about 1,000 tokens. Elsewhere, or where the kernel
+so no page that was not in memory is added, then has them made at once (MADV_COLLAPSE, Linux
+6.1 and later; else the kernel's khugepaged does it over time). Collapsing copies the memory:
+about 30 ms more to load the shipped model, repaid after about 1,000 tokens. Elsewhere, or where the kernel
 refuses, nothing changes; EDGELLM_HUGE_PAGES=0 turns it off. The KV cache stays in ordinary
 pages: at position 900 of 1,024 huge pages for it changed nothing measurable. Figures are in
 docs/runtime.md.
@@ -83,9 +83,9 @@ def _advise(spans: list[tuple[int, int]]) -> None:
         resident = ctypes.create_string_buffer((end - start) // page)
         if mincore(start, end - start, resident) != 0:
             continue
-        per_huge = HUGE_PAGE // page
+        flags, per_huge = resident.raw, HUGE_PAGE // page  # one byte a page; bit 0: resident
         for i in range((end - start) // HUGE_PAGE):
-            if all(b & 1 for b in resident.raw[i * per_huge:(i + 1) * per_huge]):
+            if all(b & 1 for b in flags[i * per_huge:(i + 1) * per_huge]):
                 here = start + i * HUGE_PAGE
                 if madvise(here, HUGE_PAGE, MADV_HUGEPAGE) == 0:
                     madvise(here, HUGE_PAGE, MADV_COLLAPSE)  # refused before Linux 6.1: khugepaged does it later
