@@ -89,7 +89,7 @@ def record(folder: str | Path, task: str, path: str | Path, metrics: dict, comma
     import json
     import os
 
-    from edgellm.export import model_card
+    from edgellm import model_card
     from edgellm.model_folder import CONFIG_FILE
 
     folder = Path(folder)

@@ -154,7 +154,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     """
     import onnx
 
-    from edgellm.export import model_card, validate, variants
+    from edgellm import model_card
+    from edgellm.export import validate, variants
     from edgellm.training import checkpoint
 
     if weights not in variants.VARIANTS:

@@ -113,7 +113,7 @@ def test_tied_embedding_is_stored_once(tiny_folder):
 
 
 def test_a_failure_mid_write_leaves_no_folder(tiny_checkpoint, tmp_path, monkeypatch):
-    from edgellm.export import model_card
+    from edgellm import model_card
     from edgellm.export.onnx_export import export
 
     def interrupted(*args, **kwargs):

@@ -18,8 +18,8 @@ import uvicorn
 
 import edgellm
 from edgellm.generator import Generator
-from edgellm.openai_api import CHAT_STOPS, render_chat
-from edgellm.server import create_app
+from edgellm.server.openai_api import CHAT_STOPS, render_chat
+from edgellm.server.app import create_app
 
 FINISH = {"eos": "stop", "length": "length"}
 

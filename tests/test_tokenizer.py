@@ -17,7 +17,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from conftest import REPO, SHAKESPEARE
 from edgellm.cli import main
 from edgellm.tokenizer import SPLIT_PATTERN, Tokenizer, TokenizerError
-from edgellm.tokenizer_json import CHAR_TO_BYTE
+from edgellm.tokenizer.json_format import CHAR_TO_BYTE
 
 ENGLISH_FILE = REPO / "data" / "austen" / "austen-sample.txt"
 FRENCH_FILE = REPO / "data" / "tatoeba-fra" / "fra-sample.txt"

@@ -3,16 +3,16 @@
 Results go to stdout; progress and timings to stderr. Library errors become one line on stderr
 and exit code 1. `edgellm train` and `edgellm export` need the train extra and are imported only
 when called, so `edgellm generate` never loads TensorFlow or Keras. The runtime commands live in
-cli_runtime.py, the tokenizer commands in cli_tokenizer.py, their shared options in cli_options.py.
+runtime.py, the tokenizer commands in tokenizer.py, their shared options in options.py.
 """
 
 from __future__ import annotations
 
 import click
 
-from edgellm.cli_options import CONTEXT
-from edgellm.cli_runtime import bench, chat, evaluate_command, generate, info
-from edgellm.cli_tokenizer import tokenize, tokenizer
+from edgellm.cli.options import CONTEXT
+from edgellm.cli.runtime import bench, chat, evaluate_command, generate, info
+from edgellm.cli.tokenizer import tokenize, tokenizer
 from edgellm.model_folder import KV_CACHES
 
 TRAIN_EXTRA = "pip install 'edgellm[train]'"
@@ -116,7 +116,7 @@ def serve(model, host, port, max_concurrency, queue_size, threads, log_level):
     GET /v1/models, GET /health. See docs/server.md.
     """
     try:
-        from edgellm.serve import serve as run_server
+        from edgellm.server.process import serve as run_server
     except ImportError as error:
         raise click.ClickException(f"edgellm serve needs {error.name}, which is not installed. "
                                    "Install it with: pip install 'edgellm[serve]'")

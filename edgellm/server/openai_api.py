@@ -1,7 +1,7 @@
 """OpenAI's completion and chat formats: checking request bodies, the chat template, stop strings,
 and the response and stream-chunk bodies. Plain Python: no HTTP stack, no model.
 
-The server (`edgellm/server.py`) turns a request body into a `Request` with `parse_completion` or
+The server (`app.py`) turns a request body into a `Request` with `parse_completion` or
 `parse_chat`, runs it, and answers with `completion_body` or the `*_chunk` bodies.
 
 Example:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgellm.cli_options import CONTEXT
+from edgellm.cli.options import CONTEXT
 
 
 @click.group(context_settings=CONTEXT)

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from edgellm.cli_options import CONTEXT, generation_options, settings_from_options
+from edgellm.cli.options import CONTEXT, generation_options, settings_from_options
 
 
 def _model_options(command):

@@ -4,8 +4,8 @@ Text is cut into chunks with GPT-2's pattern; each chunk's UTF-8 bytes start as 
 and are merged pair by pair, the pair learned earliest first. The tokenizer is an id -> bytes
 table plus ranked merges, so any consistent byte-level BPE vocabulary loads with its own ids.
 The file format is Hugging Face `tokenizers`' tokenizer.json (BPE model, ByteLevel
-pre-tokenizer and decoder; tokenizer_json.py), so either library reads what the other wrote.
-Training lives in tokenizer_training.py.
+pre-tokenizer and decoder; json_format.py), so either library reads what the other wrote.
+Training lives in training.py.
 
 Special tokens (`<|endoftext|>`) are atoms: never merged, and their text in user input is plain
 text unless `encode(..., allow_special=True)`.
@@ -104,7 +104,7 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, special_tokens={self.special_tokens})"
 
-    # ---- training (tokenizer_training.py) -----------------------------------------------------
+    # ---- training (training.py) -------------------------------------------------------------
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = DEFAULT_SPECIAL_TOKENS,
@@ -126,7 +126,7 @@ class Tokenizer:
             >>> tok.decode(tok.encode("lowest"))
             'lowest'
         """
-        from edgellm.tokenizer_training import train
+        from edgellm.tokenizer.training import train
 
         return train(texts, vocab_size, special_tokens, min_frequency, progress)
 
@@ -139,7 +139,7 @@ class Tokenizer:
         Example:
             >>> tok = Tokenizer.train_from_files(["data/tinyshakespeare/input.txt"], vocab_size=512)
         """
-        from edgellm.tokenizer_training import train_from_files
+        from edgellm.tokenizer.training import train_from_files
 
         return train_from_files(paths, vocab_size, special_tokens, min_frequency, progress)
 
@@ -224,7 +224,7 @@ class Tokenizer:
 
     def to_json(self) -> dict:
         """This tokenizer as a Hugging Face tokenizer.json document, every id unchanged."""
-        from edgellm import tokenizer_json
+        from edgellm.tokenizer import json_format as tokenizer_json
 
         return tokenizer_json.document(self.token_bytes, self.merges, self.special_tokens)
 
@@ -257,7 +257,7 @@ class Tokenizer:
     @classmethod
     def from_json(cls, doc: dict, source: str = "tokenizer.json") -> "Tokenizer":
         """A tokenizer from a parsed tokenizer.json document; `source` names it in errors."""
-        from edgellm import tokenizer_json
+        from edgellm.tokenizer import json_format as tokenizer_json
 
         vocab, merges, special_tokens = tokenizer_json.parse(doc, source)
         try:

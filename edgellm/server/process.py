@@ -1,4 +1,4 @@
-"""`edgellm serve`: the HTTP server's process around the app of server.py.
+"""`edgellm serve`: the HTTP server's process around the app of app.py.
 
 It listens on HOST:PORT (an error names the address when it cannot), warns when the address is
 not a loopback one (the server has no authentication), and serves until SIGINT or SIGTERM: then
@@ -19,7 +19,7 @@ import sys
 import threading
 
 from edgellm.generator import load
-from edgellm.server import create_app
+from edgellm.server.app import create_app
 
 GRACEFUL_SHUTDOWN_S = 5
 

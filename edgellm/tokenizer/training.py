@@ -5,7 +5,7 @@ again and again, the most frequent pair of adjacent ids becomes a new id; only t
 hold that pair are re-merged and their pair counts updated, and a heap finds the next pair.
 
 Example:
-    >>> from edgellm.tokenizer_training import train
+    >>> from edgellm.tokenizer.training import train
     >>> tok = train(["the cat sat on the mat"] * 4, vocab_size=265)
     >>> tok.vocab_size, tok.encode(" the mat")
     (265, [263, 260, 256])

@@ -2,12 +2,12 @@
 
 POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
 `"stream": true`), GET /v1/models and GET /health. Request bodies are checked in
-`edgellm/openai_api.py`; this file runs them.
+`openai_api.py`; this file runs them.
 
 Each generation runs in a worker thread, so the event loop keeps answering while models compute.
 At most `max_concurrency` generations run at once, at most `queue_size` more wait for a turn, and
 any request beyond that gets 429. A client that disconnects stops its generation before the next
-token. `edgellm serve` runs the app in a process (serve.py).
+token. `edgellm serve` runs the app in a process (process.py).
 
 Example:
     >>> import edgellm, uvicorn
@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edgellm import openai_api as api
+from edgellm.server import openai_api as api
 from edgellm.generator import Generator
-from edgellm.workers import Job, Workers
+from edgellm.server.workers import Job, Workers
 
 MAX_BODY_BYTES = 1 << 20
 
