@@ -22,6 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room in the context for a new token (truncate="error")."""
+
+    def __init__(self, message: str, tokens: int, context: int):
+        super().__init__(message)
+        self.tokens, self.context = tokens, context
+
+
 @dataclass
 class PaddedBatch:
     ids: np.ndarray  # (rows, width) int64, left padded
@@ -55,7 +63,7 @@ def fit_context(prompt: list[int], context: int, max_new_tokens: int, policy: st
         keep = context - min(max_new_tokens, context // 2)
         return prompt[-keep:] if len(prompt) > keep else prompt
     if len(prompt) >= context:
-        raise ValueError(f"The prompt is {len(prompt)} tokens but the model's context is {context} tokens "
+        raise PromptTooLong(f"The prompt is {len(prompt)} tokens but the model's context is {context} tokens "
                          "(room for one new token at least). Received: truncate='error'. Shorten the prompt "
-                         "or pass truncate='left' to drop its start.")
+                         "or pass truncate='left' to drop its start.", len(prompt), context)
     return prompt

@@ -5,6 +5,9 @@ line (the layout of a play, which the Shakespeare model knows). The model answer
 "{bot}:\\n" and its reply ends at a blank line or when it starts the user's next line. Old
 turns are dropped, oldest first, so that the transcript and the reply fit in the context.
 
+A task model (translation, question answering) has no conversation: each message is its own
+prompt, wrapped in the task template by the generator, and no history is kept.
+
 Example:
     >>> import edgellm
     >>> chat = Chat(edgellm.load("shakespeare"), user="ROMEO", bot="JULIET", max_new_tokens=40)
@@ -32,7 +35,8 @@ class Chat:
             if not value or "\n" in value or ":" in value:
                 raise ValueError(f"The {name} name must be one line without a colon. Received: {name}={value!r}")
         self.model, self.user, self.bot, self.system = model, user, bot, system
-        stops = tuple(settings.pop("stop_strings", ())) + ("\n\n", f"\n{user}:")
+        self.task = model.task_template
+        stops = tuple(settings.pop("stop_strings", ())) + (() if self.task else ("\n\n", f"\n{user}:"))
         self.config = model.settings(stop_strings=stops, **settings)
         self.turns: list[tuple[str, str]] = []  # (user message, reply)
 
@@ -42,6 +46,8 @@ class Chat:
 
     def transcript(self, message: str) -> str:
         """The text the model continues for `message`, with as much history as fits."""
+        if self.task:
+            return message
         context = self.model.config.context_length
         room = context - min(self.config.max_new_tokens, context // 2)  # tokens the transcript may use
         encode = self.model.tokenizer.encode
@@ -66,4 +72,5 @@ class Chat:
         for piece in self.model.stream(self.transcript(message), config):
             pieces.append(piece)
             yield piece
-        self.turns.append((message, "".join(pieces).strip()))
+        if not self.task:
+            self.turns.append((message, "".join(pieces).strip()))

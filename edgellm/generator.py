@@ -21,13 +21,11 @@ import numpy as np
 
 from edgellm import model_folder
 from edgellm.batching import fit_context, pad_left
-from edgellm.beam import BeamSearch
 from edgellm.generation_config import GenerationConfig
-from edgellm.rows import Row, SampleSearch
 from edgellm.sampling import SamplingState
+from edgellm.search import new_search
 from edgellm.session import DecoderSession
-from edgellm.stopping import TextTracker
-from edgellm.tasks import prompt_ids
+from edgellm.tasks import template_ids
 
 
 @dataclass
@@ -115,15 +113,23 @@ class Generator:
                              f"Received: {bad} in stop_token_ids or logit_bias.")
         return config
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """The ids the model sees for `prompt`: in the task template for a task model."""
-        return prompt_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
+    def encode_prompt(self, prompt: str, config: GenerationConfig | None = None) -> list[int]:
+        """The ids the model sees for `prompt`: the one path from prompt text to model ids, used by
+        `generate`, `stream`, `edgellm serve`, chat and task evaluation.
 
-    def _encode(self, prompt: str, config: GenerationConfig) -> list[int]:
+        A task model's prompt is wrapped in its training template (tasks.py); then the context
+        policy applies (`config.truncate`: a prompt must leave room for one new token, or with
+        "left" its oldest tokens are dropped). Raises `PromptError` (a ValueError) otherwise.
+
+        Example:
+            >>> model.encode_prompt("ROMEO:") == model.tokenizer.encode("ROMEO:")
+            True
+        """
         if not isinstance(prompt, str):
             raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
-        return fit_context(self.prompt_ids(prompt), self.config.context_length, config.max_new_tokens,
-                           config.truncate)
+        config = config or self.defaults
+        ids = template_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
+        return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
 
     # ---- the generation loop ---------------------------------------------------------------
 
@@ -140,16 +146,7 @@ class Generator:
         rows, width = batch.ids.shape
         steps = max(limits)
         state = SamplingState(config, row_prompts, self.config.vocab_size)
-        if config.num_beams > 1:
-            stop_text = None
-            if config.stop_strings:
-                stop_text = lambda ids: any(s in self.tokenizer.decode(ids) for s in config.stop_strings)
-            search = BeamSearch(state, [len(p) for p in prompts], limits[::copies], stop_text)
-        else:
-            track = track_text or bool(config.stop_strings)
-            search = SampleSearch(state, [Row(limit, TextTracker(self.tokenizer, config.stop_strings)
-                                                if track else None) for limit in limits],
-                                   [r % copies for r in range(rows)])
+        search = new_search(state, [len(p) for p in prompts], limits, self.tokenizer, track_text)
         run = self.session.new_run(rows, width + steps)
         started = time.perf_counter()
         logits = run.start(batch.ids, batch.mask, batch.positions)
@@ -204,7 +201,7 @@ class Generator:
             >>> pieces = list(model.stream("ROMEO:", max_new_tokens=16, seed=0))
         """
         config = self.settings(config, **settings)
-        for piece in self.text_steps(self._encode(prompt, config), config, timings):
+        for piece in self.text_steps(self.encode_prompt(prompt, config), config, timings):
             if piece:
                 yield piece
 
@@ -246,28 +243,23 @@ class Generator:
         if not prompts:
             raise ValueError("No prompts given. Pass a string or a non-empty list of strings.")
         config = self.settings(config, **settings)
-        encoded = [self._encode(p, config) for p in prompts]
+        encoded = [self.encode_prompt(p, config) for p in prompts]
         timings: dict = {}
         for search in self._search(encoded, config, timings):
             pass
         results = []
         for p in range(len(prompts)):
             if config.num_beams > 1:
-                found = [GenerationResult(self._text(h.token_ids, config), h.token_ids, h.finish_reason, timings,
-                                          h.score) for h in search.results(p, config.num_return_sequences)]
+                found = [GenerationResult(self.tokenizer.decode(h.token_ids) if h.text is None else h.text,
+                                          h.token_ids, h.finish_reason, timings, h.score)
+                         for h in search.results(p, config.num_return_sequences)]
             else:
                 n = config.num_return_sequences
-                found = [GenerationResult(row.text.text if row.finish_reason == "stop" else
-                                          self.tokenizer.decode(row.ids), row.ids, row.finish_reason or "length",
+                found = [GenerationResult(search.text(row, self.tokenizer), row.ids, row.finish_reason or "length",
                                           timings)
                          for row in search.rows[p * n:(p + 1) * n]]
             results.append(found[0] if config.num_return_sequences == 1 else found)
         return results[0] if single else results
-
-    def _text(self, ids: list[int], config: GenerationConfig) -> str:
-        text = self.tokenizer.decode(ids)
-        cuts = [i for i in (text.find(s) for s in config.stop_strings) if i >= 0]
-        return text[:min(cuts)] if cuts else text
 
     def score(self, text: str):
         """Per-token log-probabilities and perplexity of `text` under the model.

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+
 from edgellm.tokenizer import Tokenizer
 
 
@@ -65,6 +67,13 @@ class TextTracker:
                 self._pieces, self._length = [self._text], len(self._text)
                 self.stopped = True
         return self.stopped
+
+    def fork(self) -> "TextTracker":
+        """An independent copy that continues from here (a beam and its candidates)."""
+        twin = copy.copy(self)
+        twin._decoder = self._decoder.copy()
+        twin._pieces = list(self._pieces)
+        return twin
 
     def finish(self) -> None:
         """No more ids: the decoder's last bytes become text (U+FFFD if they were cut)."""

@@ -15,7 +15,7 @@ translation with chrF and BLEU (sacrebleu; several references per source when a 
 more than once in the file), question answering with exact match after trimming whitespace.
 
 Example:
-    >>> ids = prompt_ids(tokenizer, "English: Go.\\nFrench:")
+    >>> ids = template_ids(tokenizer, "English: Go.\\nFrench:")
     >>> ids[-1] == tokenizer.special_tokens[COMPLETION_TOKEN]
     True
 """
@@ -28,6 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgellm.batching import PromptTooLong
 from edgellm.tokenizer import Tokenizer
 
 COMPLETION_TOKEN = "<|completion|>"
@@ -83,7 +84,7 @@ def read_examples(path: str | Path) -> list[Example]:
     return examples
 
 
-def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+def template_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """Encode a user prompt in the task template."""
     if COMPLETION_TOKEN not in tokenizer.special_tokens:
         raise ValueError(f"This model's tokenizer has no {COMPLETION_TOKEN} token, so it is not a task "
@@ -115,13 +116,12 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
     for example in examples:
         references.setdefault(example.prompt, []).append(example.completion.strip())
     hypotheses, too_long = [], 0
-    room = model.config.context_length - 1  # at least one new token
     for prompt in references:
-        if len(prompt_ids(model.tokenizer, prompt)) > room:
+        try:
+            hypotheses.append(complete(model, prompt, **settings).strip())
+        except PromptTooLong:
             too_long += 1  # scored as an empty (wrong) answer, and counted
             hypotheses.append("")
-        else:
-            hypotheses.append(complete(model, prompt, **settings).strip())
         if progress is not None:
             progress()
     refs = list(references.values())

@@ -59,7 +59,7 @@ def check_parity(model, folder, prompts=DEFAULT_PROMPTS, new_tokens: int = 32,
     from edgellm.generator import Generator
 
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
-    encoded = [runtime.prompt_ids(p) for p in prompts]  # the reference sees the ids the runtime runs
+    encoded = [runtime.encode_prompt(p) for p in prompts]  # the reference sees the ids the runtime runs
     steps = min(new_tokens, model.config.context_length - max(len(ids) for ids in encoded))
     reference = [keras_greedy(model, ids, steps) for ids in encoded]
 

@@ -282,3 +282,20 @@ def test_attention_cache_bench_runs_and_the_in_place_cache_agrees_with_concat():
     result = subprocess.run([sys.executable, bench, "--repeats", "3"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr  # it asserts that both caches give the same output
     assert result.stdout.count("x faster") == 2
+
+
+def test_beam_search_cuts_at_stop_strings_like_sampling(model):
+    """Beams find stop strings with the same incremental tracker as sampled rows: a stop-string
+    hypothesis ends just before its first stop string; no other hypothesis holds one."""
+    plain = model.generate("ROMEO:", num_beams=3, num_return_sequences=3, max_new_tokens=16, stop_token_ids=())
+    stop = plain[0].text[4:6]  # two characters the best beam writes, so the search meets them
+    found = model.generate("ROMEO:", num_beams=3, num_return_sequences=3, max_new_tokens=16, stop_token_ids=(),
+                           stop_strings=(stop,))
+    assert any(h.finish_reason == "stop" for h in found)
+    for h in found:
+        full = model.tokenizer.decode(h.token_ids)
+        assert stop not in h.text
+        if h.finish_reason == "stop":
+            assert full.find(stop) == len(h.text) and full.startswith(h.text)
+        else:
+            assert stop not in full

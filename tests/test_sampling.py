@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgellm import sampling
-from edgellm.beam import BeamSearch
+from edgellm.search import BeamSearch
 from edgellm.generation_config import GenerationConfig
 from edgellm.sampling import PROCESSORS, Sampler, SamplingState, build_processors, process
 from edgellm.stopping import TextTracker

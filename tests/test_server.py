@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import openai
@@ -20,26 +19,9 @@ import edgellm
 from edgellm.generator import Generator
 from edgellm.server.openai_api import CHAT_STOPS, render_chat
 from edgellm.server.app import create_app
+from serving import running
 
 FINISH = {"eos": "stop", "length": "length"}
-
-
-@contextmanager
-def running(generator, **options):
-    """Serve `generator` from a thread on a free loopback port; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(generator, **options), log_level="warning"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class SlowGenerator(Generator):

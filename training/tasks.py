@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, prompt_ids
+from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, template_ids
 from edgellm.tokenizer import Tokenizer
 
 def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
     """Token ids of the whole example and the index where the completion starts."""
-    prompt = prompt_ids(tokenizer, example.prompt)
+    prompt = template_ids(tokenizer, example.prompt)
     completion = tokenizer.encode(example.completion) + [tokenizer.special_tokens[END_TOKEN]]
     return prompt + completion, len(prompt)
 

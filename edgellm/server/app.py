@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edgellm.server import openai_api as api
+from edgellm.batching import PromptTooLong
 from edgellm.generator import Generator
 from edgellm.server.workers import Job, Workers
 
@@ -73,7 +74,7 @@ class Server:
 
     async def _complete(self, request: Request, chat: bool) -> Response:
         body = await self._read_json(request)
-        parsed = api.parse_chat(body) if chat else api.parse_completion(body)
+        parsed = api.parse_chat(body, self.generator.task_template) if chat else api.parse_completion(body)
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
                                    f"Use {self.model_id!r} (GET /v1/models).", "model", "model_not_found", 404)
@@ -99,26 +100,22 @@ class Server:
         return JSONResponse(api.completion_body(chat, id, self.model_id, "".join(pieces), job.finish_reason, counts))
 
     def _job(self, parsed: api.Request, chat: bool) -> Job:
-        param = "messages" if chat else "prompt"
-        prompt_ids = self.generator.tokenizer.encode(parsed.prompt)
-        if not prompt_ids:
-            raise api.RequestError("The prompt is empty. Received: an empty prompt. Send some text to continue.", param)
-        context = self.generator.config.context_length
-        room = context - len(prompt_ids)
-        if room < 1:
-            raise api.RequestError(f"The prompt is {len(prompt_ids)} tokens but the model's context is {context} "
-                                   "tokens. Shorten the prompt.", param, "context_length_exceeded")
-        settings = dict(parsed.settings)
-        # max_tokens is capped by the room left in the context
-        settings["max_new_tokens"] = min(settings.get("max_new_tokens", self.generator.defaults.max_new_tokens), room)
         try:
-            config = self.generator.settings(**settings)
+            config = self.generator.settings(**parsed.settings)
         except ValueError as error:
             message, param = str(error), None
             for setting, name in parsed.names.items():
                 if message.startswith(setting):
                     message, param = message.replace(setting, name), name
             raise api.RequestError(message, param) from None
+        param = "messages" if chat else "prompt"
+        try:  # the library's one path from text to ids: the task template, then the context
+            prompt_ids = self.generator.encode_prompt(parsed.prompt, config)
+        except PromptTooLong as error:
+            raise api.RequestError(f"The prompt is {error.tokens} tokens but the model's context is {error.context} "
+                                   "tokens. Shorten the prompt.", param, "context_length_exceeded") from None
+        except ValueError as error:
+            raise api.RequestError(str(error), param) from None
         # a chat reply follows "Assistant:"; the space the model puts there is not part of it
         return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat)
 

@@ -73,13 +73,30 @@ def parse_completion(body: dict) -> Request:
     return _parse_common(body, prompt, ())
 
 
-def parse_chat(body: dict) -> Request:
-    """Check a /v1/chat/completions body and render its messages with the chat template."""
+def parse_chat(body: dict, task_model: bool = False) -> Request:
+    """Check a /v1/chat/completions body and render its messages with the chat template.
+
+    A task model (translation, question answering) has no conversation layout: it answers one
+    user message, which the generator wraps in the task template as it does a completion prompt.
+    Anything else (a system message, earlier turns) is refused rather than dropped.
+    """
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError(f"messages must be a non-empty list of {{role, content}} objects. "
                            f"Received: messages={_short(messages)}", "messages")
+    if task_model:
+        return _parse_common(body, task_message(messages), ())
     return _parse_common(body, render_chat(messages), CHAT_STOPS)
+
+
+def task_message(messages: list) -> str:
+    """The one user message a task model answers (its prompt, before the task template)."""
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles != ["user"]:
+        raise RequestError("This is a task model: it answers one user message, in its task template. "
+                           f"Received: messages with roles {_short(roles)}. Send one message with role "
+                           '"user", or send the prompt to /v1/completions.', "messages")
+    return _content_text(messages[0].get("content"), 0)
 
 
 def render_chat(messages: list) -> str:

@@ -284,6 +284,12 @@ class StreamDecoder:
     def push(self, token_id: int) -> str:
         return self._decoder.decode(self._tokenizer.decode_bytes([token_id]))
 
+    def copy(self) -> "StreamDecoder":
+        """A decoder in the same state (the same bytes of an unfinished character held)."""
+        twin = StreamDecoder(self._tokenizer)
+        twin._decoder.setstate(self._decoder.getstate())
+        return twin
+
     def flush(self) -> str:
         """The rest: an unfinished character at the end becomes U+FFFD."""
         return self._decoder.decode(b"", final=True)

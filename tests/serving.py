@@ -1,0 +1,28 @@
+"""A real uvicorn server for tests: the app of `edgellm serve` on a free loopback port."""
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import uvicorn
+
+from edgellm.server.app import create_app
+
+
+@contextmanager
+def running(generator, **options):
+    """Serve `generator` from a thread on a free loopback port; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(create_app(generator, **options), log_level="warning"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
