@@ -202,3 +202,30 @@ def test_the_graph_passes_run_in_the_documented_order():
     config = type("Config", (), dict(num_layers=1, num_heads=2, kv_heads=2, head_dim=4))
     with pytest.raises(ValueError, match="Export with --kv-cache concat"):
         graph.in_place_attention(helper.make_model(identity), config)
+
+
+def test_variant_perplexity_is_the_runtimes_scoring(tiny_checkpoint, tiny_folder):
+    """export measures each variant with edgellm.scoring: each window's tokens are scored from
+    that window alone, the last token of a context + 1 window included."""
+    from edgellm.export import variants
+    from edgellm.sampling import log_softmax
+    from edgellm.scoring import score_ids, score_windows
+    from edgellm.training import checkpoint
+
+    model = load(tiny_folder)
+    context = model.config.context_length
+    windows = variants.validation_windows(checkpoint.load_meta(tiny_checkpoint), model.tokenizer, context)
+    assert windows.shape[1] == context + 1 and len(windows) > 16  # more than one run of windows
+    scored = score_windows(model, windows)
+    assert scored.shape == (len(windows), context)
+    for r, t in ((0, 0), (3, context // 2), (len(windows) - 1, context - 1)):
+        x = windows[r:r + 1, :t + 1].astype(np.int64)
+        logits, _ = model.forward(x, np.ones_like(x), np.arange(t + 1)[None], model.empty_past(1))
+        assert abs(scored[r, t] - log_softmax(logits[0, -1])[windows[r, t + 1]]) < 1e-4
+    short = windows[0, :context].tolist()  # a text within the context: one window, the same figures
+    assert np.allclose(score_ids(model, short), score_windows(model, [short])[0])
+    figures = variants.measure(tiny_folder, windows[:20], new_tokens=4)
+    assert figures["val_loss"] == pytest.approx(-score_windows(model, windows[:20]).mean(), rel=1e-9)
+    assert figures["val_perplexity"] == pytest.approx(np.exp(figures["val_loss"]))
+    with pytest.raises(ValueError, match="windows must be"):
+        score_windows(model, np.zeros((1, context + 2), np.int64))
