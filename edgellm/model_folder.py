@@ -29,7 +29,7 @@ TOKENIZER_FILE = "tokenizer.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 GENAI_CONFIG_FILE = "genai_config.json"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
-# how model.onnx caches keys and values (config.json's onnx.kv_cache): export/in_place_cache.py
+# how model.onnx caches keys and values (config.json's onnx.kv_cache): export/graph/attention.py
 # writes "in_place", edgellm/session.py runs both; folders without the key are "concat"
 KV_CACHES = ("in_place", "concat")
 
@@ -64,7 +64,7 @@ class ModelFolder:
     @property
     def capacity_mask(self) -> bool:
         """Whether model.onnx takes an attention mask as wide as the whole in-place cache, zeros
-        beyond the filled part (export/in_place_cache.py; folders exported before it do not)."""
+        beyond the filled part (export/graph/attention.py; folders exported before it do not)."""
         return bool(self.meta.get("onnx", {}).get("capacity_mask", False))
 
 

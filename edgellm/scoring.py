@@ -3,7 +3,8 @@
 A text longer than the context is scored with a sliding window: windows of `context` tokens
 that start every `context // 2` tokens, each token scored once, in the first window that
 scores it (so every token after the first window sees at least half a context of history).
-Windows run through model.onnx in batches, without a cache.
+Windows run through model.onnx in batches, without a cache (`score_windows`, which export also
+uses for the perplexity of each weight variant on held-out windows).
 
 Example:
     >>> import edgellm
@@ -57,22 +58,43 @@ def score_ids(model, ids: list[int]) -> list[float]:
         start = min(scored_to - context + stride, len(ids) - context) if len(ids) > context else 0
         windows.append((start, scored_to - start))
         scored_to = min(start + context, len(ids))
-    logprobs: list[float] = []
-    full = [w for w in windows if w[0] + context <= len(ids)]
-    short = [w for w in windows if w[0] + context > len(ids)]  # only when the text is shorter than the context
-    for group in [full[i:i + WINDOWS_PER_RUN] for i in range(0, len(full), WINDOWS_PER_RUN)] + [[w] for w in short]:
-        width = min(context, len(ids) - group[0][0])
-        batch = np.array([ids[s:s + width] for s, _ in group], np.int64)  # (windows, width)
-        rows = batch.shape[0]
-        logits, _ = model.forward(batch, np.ones_like(batch), np.tile(np.arange(width), (rows, 1)),
-                                  model.empty_past(rows))
-        log_probs = log_softmax(logits)  # (windows, width, vocab)
-        for row, (start, first) in enumerate(group):
-            targets = batch[row, first:]  # tokens predicted from position first - 1 on
-            picked = log_probs[row, np.arange(first - 1, width - 1), targets]
-            logprobs.extend(picked.astype(np.float64).tolist())
+    width = min(context, len(ids))  # every window is this wide: a shorter text is one window
+    picked = score_windows(model, np.array([ids[s:s + width] for s, _ in windows], np.int64))
+    logprobs = [p for row, (_, first) in zip(picked, windows) for p in row[first - 1:].tolist()]
     assert len(logprobs) == len(ids) - 1
     return logprobs
+
+
+def score_windows(model, windows: np.ndarray) -> np.ndarray:
+    """Log-probability of each token of each window given the tokens before it in that window.
+
+    Args:
+        model: a loaded `Generator` (its model.onnx runs without a cache).
+        windows: int ids, (n, width) with 2 <= width <= context + 1; row r is scored on its own.
+
+    Returns:
+        float64 (n, width - 1): [r, t] is log p(windows[r, t + 1] | windows[r, :t + 1]).
+
+    Example:
+        >>> ids = np.array([model.tokenizer.encode("ROMEO: What, ho!")])
+        >>> score_windows(model, ids).shape == (1, ids.shape[1] - 1)
+        True
+    """
+    windows = np.asarray(windows, np.int64)
+    width = windows.shape[1] - 1 if windows.ndim == 2 else 0  # positions run; the last token is a target only
+    if not 1 <= width <= model.config.context_length:
+        raise ValueError(f"windows must be (n, width) with 2 <= width <= context + 1 = "
+                         f"{model.config.context_length + 1}. Received: shape {windows.shape}")
+    picked = np.empty((len(windows), width), np.float64)
+    for start in range(0, len(windows), WINDOWS_PER_RUN):
+        batch = windows[start:start + WINDOWS_PER_RUN]  # (rows, width + 1)
+        rows = batch.shape[0]
+        inputs, targets = batch[:, :-1], batch[:, 1:]  # (rows, width) each
+        logits, _ = model.forward(inputs, np.ones_like(inputs), np.tile(np.arange(width), (rows, 1)),
+                                  model.empty_past(rows))
+        log_probs = log_softmax(logits)  # (rows, width, vocab)
+        picked[start:start + rows] = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return picked
 
 
 def score_text(model, text: str) -> ScoreResult:

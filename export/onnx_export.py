@@ -3,11 +3,13 @@
     edgellm export runs/shakespeare models/shakespeare
 
 Steps: load the checkpoint under the TensorFlow backend; trace `GPT.decode` (the KV-cache
-forward pass) with an explicit input signature; convert with tf2onnx; name the graph's dynamic
-dimensions; cut its node count (graph_passes.py); by default rewrite each layer's attention
-into GroupQueryAttention so the runtime can cache in place (in_place_cache.py); write the
-folder's files into a temporary folder next to OUT_DIR; check the ONNX model against the Keras
-model (validate.py); only then rename the folder into place.
+forward pass) with an explicit input signature; convert with tf2onnx; run the graph passes of
+export/graph/, in this order: name the dynamic dimensions, store a tied embedding once, fuse
+LayerNorms, let MatMuls take 3-D inputs, and (by default) rewrite each layer's attention into
+GroupQueryAttention so the runtime can cache in place; write the folder's files into a
+temporary folder next to OUT_DIR; check the ONNX model against the Keras model (validate.py);
+measure the float32 model and a smaller variant, if asked for (variants.py); only then rename
+the folder into place.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from edgellm import model_folder
 from edgellm.model_folder import input_names, output_names
@@ -48,7 +48,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
     tf2onnx's graph of standard ONNX operators."""
     import onnx
 
-    from edgellm.export import graph_passes, in_place_cache
+    from edgellm.export import graph
 
     tf, tf2onnx = _import_tensorflow()
     cfg = model.config
@@ -73,65 +73,8 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
     if unsupported:
         raise ValueError(f"The model uses operations ONNX does not have: {', '.join(unsupported)}. "
                          "Replace the layers that produce them (exact GELU becomes Erfc: use the tanh form).")
-    _name_dimensions(proto, cfg)
-    _share_transposed_weights(proto)
-    graph_passes.fuse_layer_norms(proto)
-    graph_passes.direct_matmuls(proto)
-    if kv_cache == "in_place":
-        try:
-            in_place_cache.rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.kv_heads, cfg.head_dim)
-        except in_place_cache.RewriteError as error:
-            raise ValueError(f"Cannot rewrite the attention for the in-place cache ({error}). "
-                             "Export with --kv-cache concat.") from None
+    graph.run(proto, cfg, kv_cache)
     return proto
-
-
-def _share_transposed_weights(proto) -> None:
-    """Store a tied output embedding once.
-
-    TensorFlow folds the transpose of the tied embedding into a second constant, doubling the
-    embedding's bytes in model.onnx. Replace that constant by a Transpose node of the original;
-    onnxruntime folds it back at load, so only the file gets smaller.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    matrices = {name: numpy_helper.to_array(i) for name, i in inits.items() if len(i.dims) == 2}
-    removed: set[str] = set()
-    for name, array in matrices.items():
-        for other, candidate in matrices.items():
-            if other == name or other in removed or candidate.shape != array.shape[::-1]:
-                continue
-            if np.array_equal(candidate.T, array):
-                removed.add(name)
-                proto.graph.initializer.remove(inits[name])
-                proto.graph.node.insert(0, onnx.helper.make_node("Transpose", [other], [name], perm=[1, 0],
-                                                                 name=f"{name}/shared_transpose"))
-                break
-
-
-def _name_dimensions(proto, cfg) -> None:
-    """Replace tf2onnx's unk__N dimension names with batch, sequence, past_sequence, total_sequence."""
-    dims = {
-        "input_ids": ["batch", "sequence"],
-        "position_ids": ["batch", "sequence"],
-        "attention_mask": ["batch", "total_sequence"],
-        "logits": ["batch", "sequence", cfg.vocab_size],
-    }
-    for i in range(cfg.num_layers):
-        for kind in ("key", "value"):
-            dims[f"past_key_values.{i}.{kind}"] = ["batch", cfg.kv_heads, "past_sequence", cfg.head_dim]
-            dims[f"present.{i}.{kind}"] = ["batch", cfg.kv_heads, "total_sequence", cfg.head_dim]
-    for value in list(proto.graph.input) + list(proto.graph.output):
-        shape = value.type.tensor_type.shape
-        for dim, want in zip(shape.dim, dims[value.name]):
-            if isinstance(want, str):
-                dim.Clear()
-                dim.dim_param = want
-            else:
-                dim.Clear()
-                dim.dim_value = want
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,

@@ -3,7 +3,8 @@
 int8 is onnxruntime's dynamic quantization (int8 weights, activations quantized on the fly);
 float16 stores weights in half precision and keeps float32 inputs and outputs, so the runtime and
 onnxruntime-genai feed the same tensors whatever the variant. Each variant is measured against the
-float32 model on held-out text: file size, perplexity and decode tokens/s.
+float32 model on held-out text: file size, perplexity (edgellm.scoring, the runtime's own) and
+decode tokens/s.
 """
 
 from __future__ import annotations
@@ -83,20 +84,14 @@ def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: 
 def measure(folder: Path, windows: np.ndarray | None, prompt: str = "\n", new_tokens: int = 64) -> dict:
     """File size, validation perplexity (if windows) and greedy decode tokens/s of a model folder."""
     from edgellm.generator import Generator
-    from edgellm.sampling import log_softmax
+    from edgellm.scoring import score_windows
 
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
     figures = {"file_bytes": (Path(folder) / "model.onnx").stat().st_size}
-    if windows is not None:
-        nats, count = 0.0, 0
-        for row in windows.astype(np.int64):
-            x, y = row[None, :-1], row[1:]
-            logits, _ = runtime.forward(x, np.ones_like(x), np.arange(x.shape[1])[None], runtime.empty_past(1))
-            logp = log_softmax(logits[0].astype(np.float64))  # (context, vocab)
-            nats -= float(logp[np.arange(len(y)), y].sum())
-            count += len(y)
-        figures["val_loss"] = nats / count
-        figures["val_perplexity"] = float(np.exp(nats / count))
+    if windows is not None:  # scored by the code behind Generator.score and `edgellm eval`
+        loss = -float(score_windows(runtime, windows).mean())
+        figures["val_loss"] = loss
+        figures["val_perplexity"] = float(np.exp(loss))
     runtime.generate(prompt, max_new_tokens=8, temperature=0.0, stop_token_ids=())  # warm-up
     rates = [runtime.generate(prompt, max_new_tokens=new_tokens, temperature=0.0, stop_token_ids=())
              .timings["decode_tokens_per_s"] for _ in range(3)]

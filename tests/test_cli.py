@@ -1,9 +1,14 @@
-"""The edgellm command in a subprocess, as users run it."""
+"""The edgellm command in a subprocess, as users run it, and through click's CliRunner."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgellm.cli import main
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -71,3 +76,53 @@ def test_generating_imports_neither_tensorflow_nor_keras(tiny_folder):
     assert cli.returncode == 0, cli.stderr
     imported = {line.split("|")[-1].strip().split(".")[0] for line in cli.stderr.splitlines() if "|" in line}
     assert not imported & {"tensorflow", "keras", "tf2onnx"}
+
+
+def library_errors(tmp_path, folder) -> dict:
+    """For each command of `edgellm`: arguments the library refuses, and a part of its message."""
+    text = tmp_path / "text.txt"
+    text.write_text("ROMEO: What, ho! " * 20, encoding="utf-8")
+    return {
+        "generate": (["generate", "hi", "--model", "no-such-model"], "No model folder or shipped model named"),
+        "chat": (["chat", "--model", folder, "--top-p", "1.5"], "top_p must be in (0, 1]. Received: top_p=1.5"),
+        "eval": (["eval", text, "--model", "no-such-model"], "No model folder or shipped model named"),
+        "bench": (["bench", "--model", folder, "--threads", "0"], "threads must be a positive integer"),
+        "info": (["info", tmp_path], "is incomplete: model.onnx is missing"),
+        "tokenize": (["tokenize", "hi", "--tokenizer", text], "it is not UTF-8 JSON"),
+        "tokenizer": (["tokenizer", "train", text, "--vocab-size", "100"], "vocab_size must be at least 256 + 1"),
+        "export": (["export", tmp_path, tmp_path / "out"], "Not an edgellm checkpoint"),
+        "train": (["train", text, "--out", tmp_path / "run", "--heads", "3", "--width", "32"],
+                  "width must be divisible by heads. Received: width=32, heads=3"),
+        "serve": (["serve", "no-such-model", "--port", "0"], "No model folder or shipped model named"),
+    }
+
+
+def test_every_command_turns_library_errors_into_one_line(tmp_path, tiny_folder):
+    cases = library_errors(tmp_path, tiny_folder)
+    assert sorted(cases) == sorted(main.list_commands(None))  # a new command needs a case here
+    for name, (args, message) in cases.items():
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (name, result.output)
+        assert lines[-1].startswith("Error: ") and message in lines[-1], (name, result.stderr)
+        assert len([line for line in lines if line.startswith("Error")]) == 1, (name, result.stderr)
+
+
+def test_missing_extras_and_unwritable_files_are_one_line(tmp_path, tiny_folder):
+    import shutil
+
+    blocked = "import sys; sys.modules['uvicorn'] = None; from edgellm.cli import main; main()"  # as if not installed
+    result = subprocess.run([sys.executable, "-c", blocked, "serve", str(tiny_folder)], capture_output=True,
+                            text=True, env=ENV, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == ("Error: edgellm serve needs uvicorn, which is not installed. "
+                                     "Install it with: pip install 'edgellm[serve]'")
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_folder, folder)
+    (folder / "README.md").unlink()
+    (folder / "README.md").mkdir()  # the model card cannot be replaced
+    text = tmp_path / "text.txt"
+    text.write_text("ROMEO: What, ho! " * 20, encoding="utf-8")
+    result = CliRunner().invoke(main, ["eval", str(text), "--model", str(folder), "--record"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr.startswith("Error: Is a directory. Received: ") and result.stderr.count("\n") == 1

@@ -34,7 +34,7 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
         graph = onnx.load(str(folder / "model.onnx")).graph
         ops = [n.op_type for n in graph.node]
         assert ops.count(attention) == TINY["layers"]
-        # graph_passes: one LayerNormalization per norm, and each Dense is one 3-D MatMul
+        # export/graph's fusions: one LayerNormalization per norm, and each Dense is one 3-D MatMul
         assert ops.count("LayerNormalization") == 2 * TINY["layers"] + 1 and "GlobalAveragePool" not in ops
         assert ops.count("MatMul") == 4 * TINY["layers"] + 1 + (2 * TINY["layers"] if layout == "concat" else 0)
         assert not any(n.op_type == "Reshape" and n.name.endswith("Tensordot/Reshape") for n in graph.node)
@@ -77,13 +77,13 @@ def test_grouped_query_attention_exports_a_smaller_cache(corpus_file, tmp_path):
 def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
     from onnx import helper
 
-    from edgellm.export import in_place_cache
+    from edgellm.export.graph import attention
 
     graph = helper.make_graph([helper.make_node("Identity", ["past_key_values.0.key"], ["present.0.key"]),
                                helper.make_node("Identity", ["past_key_values.0.value"], ["present.0.value"])],
                               "g", [], [])
-    with pytest.raises(in_place_cache.RewriteError, match="do not come from Concat"):
-        in_place_cache.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, kv_heads=2, head_dim=4)
+    with pytest.raises(attention.RewriteError, match="do not come from Concat"):
+        attention.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, kv_heads=2, head_dim=4)
 
 
 @pytest.mark.parametrize("weights", ["int8", "float16"])
@@ -182,3 +182,50 @@ def test_alibi_positions_export_with_parity_on_padded_batches(corpus_file, tmp_p
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["architecture"]["position_embedding"] == "alibi"
     assert load(tmp_path / "model").generate("ROMEO:", temperature=0.0, max_new_tokens=5).token_ids
+
+
+def test_the_graph_passes_run_in_the_documented_order():
+    from onnx import helper
+
+    from edgellm.export import graph, onnx_export
+
+    order = ["name_dimensions", "share_transposed_weights", "fuse_layer_norms", "direct_matmuls"]
+    assert [p.__name__ for p in graph.passes("concat")] == order
+    assert [p.__name__ for p in graph.passes("in_place")] == [*order, "in_place_attention"]
+    documented = [graph.__doc__.index(f"`{name}`") for name in [*order, "in_place_attention"]]
+    assert documented == sorted(documented)
+    assert "name the dynamic dimensions, store a tied embedding once, fuse" in " ".join(onnx_export.__doc__.split())
+    with pytest.raises(ValueError, match="kv_cache must be one of"):
+        graph.passes("paged")
+    identity = helper.make_graph([helper.make_node("Identity", [f"past_key_values.0.{kind}"], [f"present.0.{kind}"])
+                                  for kind in ("key", "value")], "g", [], [])
+    config = type("Config", (), dict(num_layers=1, num_heads=2, kv_heads=2, head_dim=4))
+    with pytest.raises(ValueError, match="Export with --kv-cache concat"):
+        graph.in_place_attention(helper.make_model(identity), config)
+
+
+def test_variant_perplexity_is_the_runtimes_scoring(tiny_checkpoint, tiny_folder):
+    """export measures each variant with edgellm.scoring: each window's tokens are scored from
+    that window alone, the last token of a context + 1 window included."""
+    from edgellm.export import variants
+    from edgellm.sampling import log_softmax
+    from edgellm.scoring import score_ids, score_windows
+    from edgellm.training import checkpoint
+
+    model = load(tiny_folder)
+    context = model.config.context_length
+    windows = variants.validation_windows(checkpoint.load_meta(tiny_checkpoint), model.tokenizer, context)
+    assert windows.shape[1] == context + 1 and len(windows) > 16  # more than one run of windows
+    scored = score_windows(model, windows)
+    assert scored.shape == (len(windows), context)
+    for r, t in ((0, 0), (3, context // 2), (len(windows) - 1, context - 1)):
+        x = windows[r:r + 1, :t + 1].astype(np.int64)
+        logits, _ = model.forward(x, np.ones_like(x), np.arange(t + 1)[None], model.empty_past(1))
+        assert abs(scored[r, t] - log_softmax(logits[0, -1])[windows[r, t + 1]]) < 1e-4
+    short = windows[0, :context].tolist()  # a text within the context: one window, the same figures
+    assert np.allclose(score_ids(model, short), score_windows(model, [short])[0])
+    figures = variants.measure(tiny_folder, windows[:20], new_tokens=4)
+    assert figures["val_loss"] == pytest.approx(-score_windows(model, windows[:20]).mean(), rel=1e-9)
+    assert figures["val_perplexity"] == pytest.approx(np.exp(figures["val_loss"]))
+    with pytest.raises(ValueError, match="windows must be"):
+        score_windows(model, np.zeros((1, context + 2), np.int64))

@@ -1,52 +1,24 @@
 """The `edgellm` command: thin click commands over the library.
 
 Results go to stdout; progress and timings to stderr. Library errors become one line on stderr
-and exit code 1. `edgellm train` and `edgellm export` need the train extra and are imported only
-when called, so `edgellm generate` never loads TensorFlow or Keras. The runtime commands live in
-runtime.py, the tokenizer commands in tokenizer.py, their shared options in options.py.
+and exit code 1, for every command at once (group.py). `edgellm train` and `edgellm export` need
+the train extra and are imported only when called, so `edgellm generate` never loads TensorFlow
+or Keras. The runtime commands live in runtime.py, the tokenizer commands in tokenizer.py, their
+shared options in options.py.
 """
 
 from __future__ import annotations
 
 import click
 
+from edgellm.cli.group import Group
 from edgellm.cli.options import CONTEXT
 from edgellm.cli.runtime import bench, chat, evaluate_command, generate, info
 from edgellm.cli.tokenizer import tokenize, tokenizer
 from edgellm.model_folder import KV_CACHES
 
-TRAIN_EXTRA = "pip install 'edgellm[train]'"
 
-
-class LazyGroup(click.Group):
-    """Commands that live in modules needing optional dependencies load only when invoked."""
-
-    lazy = {"train": ("edgellm.training.train", "command", "Train a model on text files (train extra).")}
-
-    def list_commands(self, ctx):
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx, name):
-        if name not in self.lazy:
-            return super().get_command(ctx, name)
-        module_name, attr, help_text = self.lazy[name]
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ImportError as error:
-            return _missing_extra(name, help_text, error)
-        return getattr(module, attr)
-
-
-def _missing_extra(name: str, help_text: str, error: ImportError) -> click.Command:
-    def fail(**_):
-        raise click.ClickException(f"edgellm {name} needs {error.name}, which is not installed. "
-                                   f"Install it with: {TRAIN_EXTRA}")
-
-    return click.Command(name, callback=fail, help=help_text, context_settings={"ignore_unknown_options": True},
-                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)])
-
-
-@click.group(cls=LazyGroup, context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(package_name="edgellm")
 def main():
     """edgellm: train a small Transformer language model with Keras, export it to ONNX, and
@@ -82,15 +54,9 @@ def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, force):
     if quantize and fp16:
         raise click.UsageError("Choose one of --quantize int8 and --fp16.")
     weights = "int8" if quantize else "float16" if fp16 else "float32"
-    try:
-        from edgellm.export.onnx_export import export as run_export
-    except ImportError as error:
-        raise click.ClickException(f"edgellm export needs {error.name}. Install it with: {TRAIN_EXTRA}")
-    try:
-        parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force,
-                            kv_cache=kv_cache)["parity"]
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    from edgellm.export.onnx_export import export as run_export
+
+    parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force, kv_cache=kv_cache)["parity"]
     click.echo(f"wrote {out_dir} (max logit difference vs Keras: prefill "
                f"{parity['max_abs_logit_diff_prefill']:.1e}, decode {parity['max_abs_logit_diff_decode']:.1e})",
                err=True)
@@ -115,16 +81,10 @@ def serve(model, host, port, max_concurrency, queue_size, threads, log_level):
     POST /v1/completions, POST /v1/chat/completions (with "stream": true: server-sent events),
     GET /v1/models, GET /health. See docs/server.md.
     """
-    try:
-        from edgellm.server.process import serve as run_server
-    except ImportError as error:
-        raise click.ClickException(f"edgellm serve needs {error.name}, which is not installed. "
-                                   "Install it with: pip install 'edgellm[serve]'")
-    try:
-        run_server(model, host=host, port=port, max_concurrency=max_concurrency, queue_size=queue_size,
-                   threads=threads, log_level=log_level)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    from edgellm.server.process import serve as run_server
+
+    run_server(model, host=host, port=port, max_concurrency=max_concurrency, queue_size=queue_size,
+               threads=threads, log_level=log_level)
 
 
 for _command in (generate, chat, evaluate_command, bench, info, tokenizer, tokenize):

@@ -1,7 +1,8 @@
 """The runtime commands of `edgellm`: generate, chat, eval, bench and info.
 
 They need only numpy and onnxruntime (TensorFlow and Keras are never imported); results go to
-stdout, progress and timings to stderr, library errors become one line and exit code 1.
+stdout, progress and timings to stderr; library errors become one line and exit code 1 in the
+group that runs them (group.py), so the commands here have no try blocks for them.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def generate(prompt, model, providers, threads, timings, **options):
     settings = settings_from_options(options)
     if prompt == "-":
         prompt = sys.stdin.read()
+    generator = _load(model, providers, threads)
+    config = generator.settings(**settings)
     try:
-        generator = _load(model, providers, threads)
-        config = generator.settings(**settings)
         if config.num_return_sequences == 1 and config.num_beams == 1:
             click.echo(prompt, nl=False)
             figures: dict = {}
@@ -64,9 +65,7 @@ def generate(prompt, model, providers, threads, timings, **options):
             for i, result in enumerate(results):
                 click.echo(("" if i == 0 else "\n---\n") + prompt + result.text)
             figures = results[0].timings
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: end the line and stop, without timings
         click.echo()
         return
     if timings:
@@ -88,10 +87,7 @@ def chat(model, providers, threads, user, bot, system, **options):
     from edgellm.chat import Chat
 
     settings = settings_from_options(options)
-    try:
-        conversation = Chat(_load(model, providers, threads), user=user, bot=bot, system=system, **settings)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    conversation = Chat(_load(model, providers, threads), user=user, bot=bot, system=system, **settings)
     click.echo(f"chatting with {model} as {user}; Ctrl-D or Ctrl-C ends", err=True)
     try:
         while True:
@@ -105,10 +101,8 @@ def chat(model, providers, threads, user, bot, system, **options):
             for piece in conversation.send(line.rstrip("\n")):
                 click.echo(piece, nl=False)
             click.echo()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C ends the conversation like Ctrl-D
         pass
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(err=True)
 
 
@@ -132,19 +126,16 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
 
     if task not in TASKS:
         raise click.BadParameter(f"must be one of {', '.join(TASKS)}. Received: {task!r}", param_hint="--task")
-    try:
-        loaded = _load(model, providers, threads)
-        if task == "lm":
-            metrics = evaluate(loaded, file, task, **({"max_chars": max_chars} if max_chars else {}))
-        else:
-            from edgellm import tasks
+    loaded = _load(model, providers, threads)
+    if task == "lm":
+        metrics = evaluate(loaded, file, task, **({"max_chars": max_chars} if max_chars else {}))
+    else:
+        from edgellm import tasks
 
-            examples = tasks.read_examples(file)[:max_examples]
-            prompts = len({e.prompt for e in examples})
-            with click.progressbar(length=prompts, label=f"{task} eval", file=sys.stderr) as bar:
-                metrics = tasks.evaluate(loaded, examples, task, num_beams=num_beams, progress=lambda: bar.update(1))
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+        examples = tasks.read_examples(file)[:max_examples]
+        prompts = len({e.prompt for e in examples})
+        with click.progressbar(length=prompts, label=f"{task} eval", file=sys.stderr) as bar:
+            metrics = tasks.evaluate(loaded, examples, task, num_beams=num_beams, progress=lambda: bar.update(1))
     _print_metrics(metrics, as_json)
     if record:
         from edgellm.evaluate import record as record_evaluation
@@ -173,15 +164,12 @@ def bench(model, providers, threads, prompt_tokens, new_tokens, batches, repeats
     except ValueError:
         raise click.BadParameter(f"must be positive integers separated by commas. Received: {batches!r}",
                                  param_hint="--batch") from None
-    try:
-        generator = _load(model, providers, threads)
-        rows = [decode_speed(generator, prompt_tokens, new_tokens, b, repeats) for b in sizes]
-        context = generator.config.context_length
-        late = max(1, context - 32)
-        per_token = {"early_ms": time_per_token(generator, min(10, late), repeats=repeats),
-                     "late_ms": time_per_token(generator, late, repeats=repeats), "late_position": late}
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    generator = _load(model, providers, threads)
+    rows = [decode_speed(generator, prompt_tokens, new_tokens, b, repeats) for b in sizes]
+    context = generator.config.context_length
+    late = max(1, context - 32)
+    per_token = {"early_ms": time_per_token(generator, min(10, late), repeats=repeats),
+                 "late_ms": time_per_token(generator, late, repeats=repeats), "late_position": late}
     if as_json:
         click.echo(json.dumps({"model": model, "providers": generator.providers, "runs": rows,
                                "time_per_token": per_token}, indent=2))
@@ -202,10 +190,7 @@ def info(model, as_json):
     """Describe MODEL (a shipped model's name or a model folder): shape, files, defaults, provenance."""
     from edgellm.model_folder import describe
 
-    try:
-        details = describe(model)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    details = describe(model)
     if as_json:
         click.echo(json.dumps(details, indent=2, default=str))
         return

@@ -27,13 +27,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgellm.export.graph_passes import Graph, remove_unused, sort
+from edgellm.export.graph.index import Graph, remove_unused, sort
 
 DOMAIN = "com.microsoft"
 
 
 class RewriteError(ValueError):
     """The graph's attention is not the chain this pass knows."""
+
+
+def in_place_attention(proto, cfg) -> int:
+    """The pass: rewrite every layer of `proto` for the model config `cfg`. Returns the layer count.
+    Raises ValueError naming `--kv-cache concat` when the attention is not the known chain."""
+    try:
+        rewrite(proto, cfg.num_layers, cfg.num_heads, cfg.kv_heads, cfg.head_dim)
+    except RewriteError as error:
+        raise ValueError(f"Cannot rewrite the attention for the in-place cache ({error}). "
+                         "Export with --kv-cache concat.") from None
+    return cfg.num_layers
 
 
 def rewrite(proto, num_layers: int, num_heads: int, kv_heads: int, head_dim: int) -> None:

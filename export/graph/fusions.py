@@ -16,44 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-
-class Graph:
-    """Producer, consumers and constant values of each tensor name, for pattern matching."""
-
-    def __init__(self, graph):
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.producer = {out: node for node in graph.node for out in node.output}
-        self.consumers: dict[str, list] = {}
-        for node in graph.node:
-            for name in dict.fromkeys(node.input):  # a node reading a tensor twice counts once
-                self.consumers.setdefault(name, []).append(node)
-        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-
-    def op(self, name: str, op_type: str):
-        """The node of type `op_type` that produces `name`, or None."""
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type == op_type else None
-
-    def sole_consumer(self, name: str, op_type: str):
-        """The one node that reads `name`, if it is of type `op_type`; else None."""
-        found = self.consumers.get(name, [])
-        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
-
-    def consumer_of(self, name: str, op_type: str, other: str | None = None):
-        """A node of type `op_type` reading `name` (and `other`, if given), or None."""
-        for node in self.consumers.get(name, []):
-            if node.op_type == op_type and (other is None or other in node.input):
-                return node
-        return None
+from edgellm.export.graph.index import Graph, remove_unused, sort
 
 
-def fuse_layer_norms(proto) -> int:
-    """Replace each matched LayerNormalization pattern by one node. Returns how many."""
+def fuse_layer_norms(proto, cfg=None) -> int:
+    """Replace each matched LayerNormalization pattern by one node. Returns how many.
+    `cfg` is unused (every pass takes proto and config)."""
     from onnx import helper, numpy_helper
 
     g = Graph(proto.graph)
@@ -107,8 +75,9 @@ def fuse_layer_norms(proto) -> int:
     return fused
 
 
-def direct_matmuls(proto) -> int:
-    """Let each Dense MatMul take its 3-D input directly. Returns how many were rewritten."""
+def direct_matmuls(proto, cfg=None) -> int:
+    """Let each Dense MatMul take its 3-D input directly. Returns how many were rewritten.
+    `cfg` is unused (every pass takes proto and config)."""
     g = Graph(proto.graph)
     rewritten = 0
     for matmul in [n for n in proto.graph.node if n.op_type == "MatMul"]:
@@ -163,36 +132,3 @@ def _weight_shape(g: Graph, name: str) -> tuple[int, ...] | None:
 def _skip_cast(g: Graph, name: str) -> str:
     cast = g.op(name, "Cast")
     return cast.input[0] if cast is not None else name
-
-
-def remove_unused(graph) -> None:
-    """Drop nodes and initializers no graph output depends on (nodes in topological order)."""
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(list(graph.node)):
-        if any(out in needed for out in node.output):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    for init in [i for i in graph.initializer if i.name not in needed]:
-        graph.initializer.remove(init)
-
-
-def sort(graph) -> None:
-    """Put the nodes in topological order (ONNX requires each after the producers of its inputs)."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        waiting = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                waiting.append(node)
-        if len(waiting) == len(pending):
-            raise ValueError("the rewritten graph has a cycle or a missing input")
-        pending = waiting
-    del graph.node[:]
-    graph.node.extend(ordered)
