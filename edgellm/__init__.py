@@ -7,6 +7,8 @@ Example:
     >>> import edgellm
     >>> model = edgellm.load("shakespeare")
     >>> print(model.generate("ROMEO:", max_new_tokens=32, seed=0).text)
+    <BLANKLINE>
+    I have ...
 """
 
 from __future__ import annotations

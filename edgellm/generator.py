@@ -9,6 +9,9 @@ Example:
     >>> import edgellm
     >>> model = edgellm.load("shakespeare")
     >>> print(model.generate("ROMEO:", max_new_tokens=20, temperature=0).text)
+    <BLANKLINE>
+    I am a man that I have been a man.
+    ...
 """
 
 from __future__ import annotations

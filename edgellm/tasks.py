@@ -15,6 +15,8 @@ translation with chrF and BLEU (sacrebleu; several references per source when a 
 more than once in the file), question answering with exact match after trimming whitespace.
 
 Example:
+    >>> import edgellm
+    >>> tokenizer = edgellm.load("en-fr").tokenizer
     >>> ids = template_ids(tokenizer, "English: Go.\\nFrench:")
     >>> ids[-1] == tokenizer.special_tokens[COMPLETION_TOKEN]
     True

@@ -36,21 +36,32 @@ def test_model_folder_follows_the_contract(tiny_folder):
     assert outputs["logits"] == ["batch", "sequence", 384]
     assert outputs["present.0.key"] == ["batch", 2, "total_sequence", 32]
     assert sorted(inputs) == sorted(model_folder.input_names(2))
-    config = json.loads((tiny_folder / "config.json").read_text())
-    assert config["provenance"]["parity"]["greedy_tokens_equal"] is True
 
 
 def test_onnx_with_cache_matches_keras_full_recompute(tiny_checkpoint, tiny_folder):
-    """Greedy ids for 32 new tokens identical; logits within 1e-4, at prefill and every step."""
+    """The runtime's greedy ids for 32 new tokens are Keras's greedy ids, and the logits of the
+    cached decode steps are Keras's full-recompute logits within 1e-4 (computed here, not by the
+    export gate); the gate itself passes on the folder, batched as well."""
     from edgellm.export.validate import check_parity
     from edgellm.training import checkpoint
 
     model, _, _ = checkpoint.load_model(tiny_checkpoint)
+    runtime = load(tiny_folder)
+    for prompt in PROMPTS:
+        ids = runtime.tokenizer.encode(prompt)
+        result = runtime.generate(prompt, temperature=0, max_new_tokens=32, stop_token_ids=())
+        seq = ids + result.token_ids
+        expected = np.asarray(model(np.array([seq], np.int32), training=False))[0]  # (len(seq), vocab)
+        assert expected[len(ids) - 1:-1].argmax(-1).tolist() == result.token_ids, prompt
+        logits, past = runtime.forward(np.array([ids]), np.ones((1, len(ids)), np.int64),
+                                       np.arange(len(ids))[None], runtime.empty_past(1))
+        steps = [logits[0]]
+        for i, token in enumerate(result.token_ids[:-1], start=len(ids)):
+            logits, past = runtime.forward(np.array([[token]]), np.ones((1, i + 1), np.int64), np.array([[i]]), past)
+            steps.append(logits[0])
+        assert np.abs(np.concatenate(steps) - expected[:-1]).max() <= 1e-4, prompt
     report = check_parity(model, tiny_folder, prompts=PROMPTS, new_tokens=32)
-    assert report["greedy_tokens_equal"]
     assert report["new_tokens_per_prompt"] == 32 and report["batch_sizes"] == [1, 3]
-    assert report["max_abs_logit_diff_prefill"] <= 1e-4
-    assert report["max_abs_logit_diff_decode"] <= 1e-4
 
 
 def test_parity_gate_rejects_a_model_that_differs(tiny_checkpoint, tiny_folder):

@@ -255,11 +255,32 @@ def test_one_model_serves_several_threads(model):
     assert all(ids == expected[prompt] for prompt, ids, _ in got.values())
 
 
-def test_stream_never_breaks_a_character(model):
-    # a prompt in a script the tiny model never saw: byte tokens that split characters are likely
-    for seed in range(3):
-        pieces = list(model.stream("日本語のテキスト", seed=seed, temperature=2.0, max_new_tokens=30))
-        assert all(p.encode("utf-8").decode("utf-8") == p for p in pieces)
+class ScriptedBytes(edgellm.Generator):
+    """The real model and loop, with each decode step's logits pushed toward the next byte of
+    `script` (ids 0-255 are the bytes), so the generation holds characters split across tokens."""
+
+    script = list("naïve 🙂 日本".encode())
+    calls = 0
+
+    def step(self, run, tokens):
+        logits = super().step(run, tokens).copy()
+        logits[:, self.script[self.calls % len(self.script)]] += 1e4
+        self.calls += 1
+        return logits
+
+
+def test_stream_never_breaks_a_character(tiny_folder):
+    """Streamed pieces are whole characters: a character split across tokens arrives in one
+    piece (decoding each token alone would put U+FFFD there), and the pieces join to the text."""
+    model = ScriptedBytes(tiny_folder)
+    settings = dict(temperature=0, max_new_tokens=len(ScriptedBytes.script) + 1, stop_token_ids=())
+    model.calls = 0
+    ids = model.generate("ROMEO:", **settings).token_ids
+    model.calls = 0
+    pieces = list(model.stream("ROMEO:", **settings))
+    text = model.tokenizer.decode(ids)
+    assert "".join(pieces) == text and text.endswith("naïve 🙂 日本")
+    assert "🙂" in pieces and "\ufffd" not in text
 
 
 def test_bad_arguments_are_explained(model):

@@ -176,7 +176,8 @@ def test_text_tracker_never_splits_a_character():
         pieces.append(text.take())
     text.finish()
     pieces.append(text.take())
-    assert "".join(pieces) == "naïve 🙂" and all(p.encode("utf-8").decode("utf-8") == p for p in pieces)
+    assert "".join(pieces) == "naïve 🙂"
+    assert "ï" in pieces and "🙂" in pieces  # each character of several bytes arrives whole, in one piece
 
 
 @pytest.mark.parametrize("setting", [{"top_p": 1.5}, {"top_p": 0}, {"temperature": -1}, {"max_new_tokens": 0},
