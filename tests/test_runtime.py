@@ -183,20 +183,6 @@ def test_in_place_and_concat_caches_give_the_same_tokens(tiny_folder, tiny_conca
         assert [r.token_ids for r in bound.generate(PROMPTS, **settings)] == expected
 
 
-def test_the_in_place_cache_is_written_into_the_runs_buffers(model):
-    """The run's preallocated buffers, bound as both past and present, hold what a plain forward
-    pass returns as present keys and values: the graph wrote them in place."""
-    ids = np.array([model.tokenizer.encode("ROMEO: What, ho!")], np.int64)
-    n = ids.shape[1]
-    run = model.session.new_run(1, n + 4)
-    run.start(ids[:, :-1], np.ones((1, n - 1), np.int64), np.arange(n - 1)[None])
-    run.advance(ids[:, -1])
-    _, present = model.forward(ids, np.ones_like(ids), np.arange(n)[None], model.empty_past(1))
-    for buffer, expected in zip(run._buffers, present):
-        cache = buffer.numpy()
-        assert np.allclose(cache[:, :, :n], expected, atol=1e-5) and not cache[:, :, n:].any()
-
-
 def test_a_mask_as_wide_as_the_cache_gives_the_logits_of_a_mask_as_wide_as_the_filled_part(tiny_folder):
     """The in-place graph reads each row's filled length from its mask's last 1: the runtime's
     capacity-wide mask (fixed shape) and onnxruntime-genai's growing one give the same logits,
@@ -302,7 +288,6 @@ def test_attention_cache_bench_runs_and_the_in_place_cache_agrees_with_concat():
     bench = Path(__file__).parent.parent / "bench" / "attention_cache.py"
     result = subprocess.run([sys.executable, bench, "--repeats", "3"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr  # it asserts that both caches give the same output
-    assert result.stdout.count("x faster") == 2
 
 
 def test_beam_search_cuts_at_stop_strings_like_sampling(model):
