@@ -1,7 +1,9 @@
 """Text generation on onnxruntime: the KV-cache loop, batching, streaming, and results.
 
 One loop (`Generator._search`) serves every mode: greedy is temperature 0, sampling draws from
-the processed distribution, beam search ranks continuations. The prompts are run once
+the processed distribution, beam search ranks continuations; any of them can be constrained to a
+regular expression, a JSON schema, any JSON object or a Lark grammar (`constraint=`, one per
+prompt in a batch; constraints.py). The prompts are run once
 (prefill, past length 0, left padded when there are several); each new token is then one decode
 step of sequence length 1 that reads the cached keys/values of all earlier positions.
 
@@ -76,6 +78,7 @@ class Generator:
         self.pad_id = self.folder.special_tokens.get("pad_token_id") or 0
         # task models (translation, question answering) wrap each prompt in their training template
         self.task_template = self.folder.meta.get("prompt_template") == "completion"
+        self._compiler = None  # constraints.Compiler, made on the first constraint
 
     # ---- the model, one step ---------------------------------------------------------------
 
@@ -134,13 +137,46 @@ class Generator:
         ids = template_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
         return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
 
+    def compile(self, constraint):
+        """Check a constraint against this model's vocabulary and compile it (generate and stream do
+        this; the last few are cached). Raises a ValueError naming what is wrong.
+
+        Example:
+            >>> from edgellm import constraints
+            >>> grammar = model.compile(constraints.json_schema({"type": "integer"}))
+        """
+        from edgellm.constraints import Compiler
+
+        if self._compiler is None:
+            text = (self.folder.path / model_folder.TOKENIZER_FILE).read_text(encoding="utf-8")
+            self._compiler = Compiler(text, self.config.vocab_size, self.folder.special_tokens.get("eos_token_id"))
+        return self._compiler.compile(constraint)
+
+    def _grammars(self, constraint, prompts: int, config: GenerationConfig) -> list | None:
+        """One compiled grammar (or None) per prompt from `constraint`: one constraint for all, or a
+        list with one per prompt."""
+        if constraint is None:
+            return None
+        each = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * prompts
+        if len(each) != prompts:
+            raise ValueError(f"constraint must be one constraint or a list of one per prompt. Received: "
+                             f"{len(each)} constraints for {prompts} prompts.")
+        if config.num_beams > 1 and not config.stop_token_ids and any(c is not None for c in each):
+            raise ValueError("Beam search with a constraint needs a stop token id: a beam ends with it where its "
+                             "grammar is complete. Received: stop_token_ids=(). Keep the model's end-of-text id "
+                             "or sample (num_beams=1).")
+        grammars = [None if c is None else self.compile(c) for c in each]
+        return grammars if any(g is not None for g in grammars) else None
+
     # ---- the generation loop ---------------------------------------------------------------
 
     def _search(self, prompts: list[list[int]], config: GenerationConfig, timings: dict,
-                track_text: bool = False):
+                track_text: bool = False, grammars: list | None = None, logprobs: int | None = None):
         """The one generation loop over `prompts` (token ids). Yields the search (its rows or
         beams) after each step; `timings` is filled at the end. With `track_text`, sampled rows
-        keep their decoded text even without stop strings (for streaming)."""
+        keep their decoded text even without stop strings (for streaming). `grammars`: one compiled
+        constraint (or None) per prompt; `logprobs`: sampled rows record their tokens'
+        log-probabilities and this many top alternatives."""
         copies = config.num_beams if config.num_beams > 1 else config.num_return_sequences
         row_prompts = [p for p in prompts for _ in range(copies)]
         context = self.config.context_length
@@ -148,8 +184,14 @@ class Generator:
         batch = pad_left(row_prompts, self.pad_id)
         rows, width = batch.ids.shape
         steps = max(limits)
-        state = SamplingState(config, row_prompts, self.config.vocab_size)
-        search = new_search(state, [len(p) for p in prompts], limits, self.tokenizer, track_text)
+        matchers = None
+        if grammars is not None:
+            from edgellm.constraints import RowMatchers
+
+            matchers = RowMatchers([g for g in grammars for _ in range(copies)], config.stop_token_ids,
+                                   self.config.vocab_size, self.folder.special_tokens.get("eos_token_id"))
+        state = SamplingState(config, row_prompts, self.config.vocab_size, matchers)
+        search = new_search(state, [len(p) for p in prompts], limits, self.tokenizer, track_text, logprobs)
         run = self.session.new_run(rows, width + steps)
         started = time.perf_counter()
         logits = run.start(batch.ids, batch.mask, batch.positions)
@@ -170,11 +212,12 @@ class Generator:
                        total_ms=1000 * (ended - started),
                        decode_tokens_per_s=rows * step / (ended - decode_started) if step else 0.0)
 
-    def _one_sequence(self, prompt_ids: list[int], config: GenerationConfig | None
+    def _one_sequence(self, prompt_ids: list[int], config: GenerationConfig | None, several: bool = False
                       ) -> tuple[GenerationConfig, list[int]]:
-        """Checked settings for streaming one sequence, and the prompt fitted to the context."""
+        """Checked settings for streaming one sequence (or, `several`, num_return_sequences
+        sampled ones), and the prompt fitted to the context."""
         config = self.settings(config)
-        if config.num_beams > 1 or config.num_return_sequences > 1:
+        if config.num_beams > 1 or (config.num_return_sequences > 1 and not several):
             raise ValueError("Streaming generates one sequence. Received: num_beams="
                              f"{config.num_beams}, num_return_sequences={config.num_return_sequences}. "
                              "Use generate() for several.")
@@ -182,11 +225,12 @@ class Generator:
                                    config.truncate)
 
     def token_stream(self, prompt_ids: list[int], config: GenerationConfig | None = None,
-                     timings: dict | None = None) -> Iterator[int]:
+                     timings: dict | None = None, constraint=None) -> Iterator[int]:
         """Yield the generated ids of one prompt one at a time; returns the finish reason."""
         config, prompt_ids = self._one_sequence(prompt_ids, config)
         emitted, row = 0, None
-        for search in self._search([prompt_ids], config, {} if timings is None else timings):
+        for search in self._search([prompt_ids], config, {} if timings is None else timings,
+                                   grammars=self._grammars(constraint, 1, config)):
             row = search.rows[0]
             while emitted < len(row.ids):
                 yield row.ids[emitted]
@@ -196,39 +240,62 @@ class Generator:
     # ---- text in, text out -----------------------------------------------------------------
 
     def stream(self, prompt: str, config: GenerationConfig | None = None, timings: dict | None = None,
-               **settings) -> Iterator[str]:
+               constraint=None, **settings) -> Iterator[str]:
         """Yield the continuation of `prompt` piece by piece: whole UTF-8 characters only, and
-        never any part of a stop string. `timings`, if given, is filled as in `GenerationResult`.
+        never any part of a stop string. `timings`, if given, is filled as in `GenerationResult`;
+        `constraint` as in `generate`.
 
         Example:
             >>> pieces = list(model.stream("ROMEO:", max_new_tokens=16, seed=0))
         """
         config = self.settings(config, **settings)
-        for piece in self.text_steps(self.encode_prompt(prompt, config), config, timings):
+        for piece in self.text_steps(self.encode_prompt(prompt, config), config, timings, constraint):
             if piece:
                 yield piece
 
     def text_steps(self, prompt_ids: list[int], config: GenerationConfig | None = None,
-                   timings: dict | None = None) -> Iterator[str]:
+                   timings: dict | None = None, constraint=None) -> Iterator[str]:
         """The text of one sequence, one piece per generated token ("" while text is held back:
         an incomplete UTF-8 character, or what may be the start of a stop string), then what was
         held at the end. Returns the finished `Row` (its ids and finish_reason)."""
-        config, prompt_ids = self._one_sequence(prompt_ids, config)
-        row = None
-        for search in self._search([prompt_ids], config, {} if timings is None else timings, track_text=True):
-            row = search.rows[0]
-            yield row.text.take()
-        row.text.finish()
+        steps = self.row_steps(prompt_ids, config, constraint, timings=timings)
+        try:
+            while True:
+                yield next(steps)[0].text.take()
+        except StopIteration as end:
+            row = end.value[0]
         yield row.text.take()
-        row.finish_reason = row.finish_reason or "length"
         return row
 
-    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, **settings):
+    def row_steps(self, prompt_ids: list[int], config: GenerationConfig | None = None, constraint=None,
+                  logprobs: int | None = None, timings: dict | None = None) -> Iterator[list]:
+        """The sampled rows of one prompt (num_return_sequences of them, no beams) after each step,
+        each tracking its text (`row.text.take()` hands out what is new); the server streams these.
+        With `logprobs`, each row records its tokens' log-probabilities (search.py). Returns the
+        finished rows, their text flushed and every finish_reason set."""
+        config, prompt_ids = self._one_sequence(prompt_ids, config, several=True)
+        grammars = self._grammars(constraint, 1, config)
+        rows = None
+        for search in self._search([prompt_ids], config, {} if timings is None else timings, track_text=True,
+                                   grammars=grammars, logprobs=logprobs):
+            rows = search.rows
+            yield rows
+        for row in rows:
+            row.text.finish()
+            row.finish_reason = row.finish_reason or "length"
+        return rows
+
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, constraint=None,
+                 **settings):
         """Continue one prompt or a batch of prompts.
 
         Args:
             prompt: a string, or a list of strings generated together (left padded).
             config: settings to start from (default: the folder's generation_config.json).
+            constraint: what the text must match (`edgellm.constraints.regex`, `json_schema`, `json`,
+                `lark`; the `structured` extra), or a list of one per prompt (None: free). The text
+                ends where the grammar is complete; max_new_tokens can cut it first (finish_reason
+                "length": a cut JSON document does not parse).
             **settings: any `GenerationConfig` field, applied on top.
         Returns:
             for a string, a `GenerationResult` (a list of num_return_sequences of them when that is
@@ -247,8 +314,9 @@ class Generator:
             raise ValueError("No prompts given. Pass a string or a non-empty list of strings.")
         config = self.settings(config, **settings)
         encoded = [self.encode_prompt(p, config) for p in prompts]
+        grammars = self._grammars(constraint, len(prompts), config)
         timings: dict = {}
-        for search in self._search(encoded, config, timings):
+        for search in self._search(encoded, config, timings, grammars=grammars):
             pass
         results = []
         for p in range(len(prompts)):

@@ -5,12 +5,14 @@ A processor is a function `(logits, state) -> logits` over a block of rows, logi
 order (`PROCESSORS`):
 
     repetition_penalty, presence/frequency penalty, no_repeat_ngram, logit_bias, min_new_tokens,
-    temperature, top_k, top_p, typical_p, min_p
+    constraint, temperature, top_k, top_p, typical_p, min_p
 
-The first five shape what may be said (they also apply to beam search); the last five shape
+The first six shape what may be said (they also apply to beam search); the last five shape
 how randomly it is said (sampling only). Temperature 0 is greedy: the argmax, no other loop.
-A row whose every token ends up banned (say, by no_repeat_ngram and logit_bias together) falls
-back to its unprocessed logits, so a step always yields a token.
+`constraint` is the token mask of constrained decoding (constraints.py): on when the rows carry
+a grammar, it bans every token the grammar cannot take next. A row whose every token ends up
+banned (say, by no_repeat_ngram and logit_bias together) falls back to its unprocessed logits
+under the grammar's mask alone (the grammar always wins), so a step always yields a token.
 
 Example:
     >>> state = SamplingState(GenerationConfig(temperature=0.0), [[5, 1]], vocab_size=3)
@@ -26,7 +28,7 @@ import numpy as np
 
 from edgellm.generation_config import GenerationConfig
 
-__all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors"]
+__all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors", "process"]
 
 
 class SamplingState:
@@ -36,10 +38,13 @@ class SamplingState:
         config: the settings.
         histories: for each row, the prompt ids (the row's ids grow as tokens are appended).
         vocab_size: the model's vocabulary size.
+        constraints: the rows' grammar matchers (`constraints.RowMatchers`), or None.
     """
 
-    def __init__(self, config: GenerationConfig, histories: list[list[int]], vocab_size: int):
+    def __init__(self, config: GenerationConfig, histories: list[list[int]], vocab_size: int, constraints=None):
         self.config = config
+        self.constraints = constraints
+        self.mask = None  # (rows, vocab) bool: what the grammars allow at this step (the constraint processor)
         self.vocab_size = vocab_size
         self.histories = [list(h) for h in histories]
         self.generated = 0  # tokens appended to every row so far
@@ -70,6 +75,8 @@ class SamplingState:
         for history, token in zip(self.histories, tokens.tolist()):
             history.append(token)
         self.generated += 1
+        if self.constraints is not None:
+            self.constraints.advance(tokens)
         if self.seen is None and self.counts is None and self.ngrams is None:
             return
         rows = np.arange(len(tokens))
@@ -86,6 +93,8 @@ class SamplingState:
     def reorder(self, parents: np.ndarray) -> None:
         """Rows continue from `parents` (rows,): beam search keeps the best continuations."""
         plist = parents.tolist()
+        if self.constraints is not None:
+            self.constraints.reorder(parents)
         self.histories = [list(self.histories[p]) for p in plist]
         if self.seen is not None:
             self.seen = self.seen[parents]
@@ -125,6 +134,11 @@ def min_new_tokens(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     if state.generated < state.config.min_new_tokens and state.stop_ids.size:
         logits[:, state.stop_ids] = -np.inf
     return logits
+
+
+def constraint(logits: np.ndarray, state: SamplingState) -> np.ndarray:
+    state.mask = state.constraints.allowed()
+    return np.where(state.mask, logits, -np.inf)
 
 
 def temperature(logits: np.ndarray, state: SamplingState) -> np.ndarray:
@@ -177,32 +191,35 @@ def min_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
 
 Processor = Callable[[np.ndarray, SamplingState], np.ndarray]
 
-# (processor, is it on for these settings?, does it shape what may be said, not how randomly)
-PROCESSORS: tuple[tuple[Processor, Callable[[GenerationConfig], bool], bool], ...] = (
-    (repetition_penalty, lambda c: c.repetition_penalty != 1.0, True),
-    (presence_frequency_penalty, lambda c: bool(c.presence_penalty or c.frequency_penalty), True),
-    (no_repeat_ngram, lambda c: c.no_repeat_ngram_size > 0, True),
-    (logit_bias, lambda c: bool(c.logit_bias), True),
-    (min_new_tokens, lambda c: c.min_new_tokens > 0, True),
-    (temperature, lambda c: c.temperature not in (0.0, 1.0), False),
-    (top_k, lambda c: c.top_k > 0, False),
-    (top_p, lambda c: c.top_p < 1.0, False),
-    (typical_p, lambda c: c.typical_p < 1.0, False),
-    (min_p, lambda c: c.min_p > 0.0, False),
+# (processor, is it on for these settings (and are the rows constrained)?, does it shape what may
+# be said, not how randomly)
+PROCESSORS: tuple[tuple[Processor, Callable[[GenerationConfig, bool], bool], bool], ...] = (
+    (repetition_penalty, lambda c, _: c.repetition_penalty != 1.0, True),
+    (presence_frequency_penalty, lambda c, _: bool(c.presence_penalty or c.frequency_penalty), True),
+    (no_repeat_ngram, lambda c, _: c.no_repeat_ngram_size > 0, True),
+    (logit_bias, lambda c, _: bool(c.logit_bias), True),
+    (min_new_tokens, lambda c, _: c.min_new_tokens > 0, True),
+    (constraint, lambda _, constrained: constrained, True),
+    (temperature, lambda c, _: c.temperature not in (0.0, 1.0), False),
+    (top_k, lambda c, _: c.top_k > 0, False),
+    (top_p, lambda c, _: c.top_p < 1.0, False),
+    (typical_p, lambda c, _: c.typical_p < 1.0, False),
+    (min_p, lambda c, _: c.min_p > 0.0, False),
 )
 
 
-def build_processors(config: GenerationConfig, sampling: bool | None = None) -> list[Processor]:
-    """The processors that are on for `config`, in order. Greedy and beam search skip the
-    sampling ones (temperature to min_p): they cannot change an argmax or a beam's ranking
-    in a way those modes use."""
+def build_processors(config: GenerationConfig, sampling: bool | None = None,
+                     constrained: bool = False) -> list[Processor]:
+    """The processors that are on for `config`, in order (`constraint` when the rows carry a
+    grammar). Greedy and beam search skip the sampling ones (temperature to min_p): they cannot
+    change an argmax or a beam's ranking in a way those modes use."""
     sampling = config.temperature > 0 and config.num_beams == 1 if sampling is None else sampling
-    return [p for p, on, constrains in PROCESSORS if on(config) and (constrains or sampling)]
+    return [p for p, on, constrains in PROCESSORS if on(config, constrained) and (constrains or sampling)]
 
 
 def process(logits: np.ndarray, state: SamplingState, processors: list[Processor]) -> np.ndarray:
     """Run `processors` over logits (rows, vocab); rows left with no allowed token fall back
-    to their unprocessed logits."""
+    to their unprocessed logits, under the grammar's mask when there is one."""
     out = logits.astype(np.float64)
     for processor in processors:
         out = processor(out, state)
@@ -210,6 +227,10 @@ def process(logits: np.ndarray, state: SamplingState, processors: list[Processor
         dead = ~np.isfinite(out.max(-1))  # (rows,): every token banned, or NaN
         if dead.any():
             out[dead] = logits[dead]
+            if constraint in processors:
+                masked = np.where(state.mask[dead], logits[dead], -np.inf)
+                keep = np.isfinite(masked.max(-1))  # a row the grammar leaves nothing (a dead beam) stays raw
+                out[np.flatnonzero(dead)[keep]] = masked[keep]
     return out
 
 
@@ -221,11 +242,12 @@ class Sampler:
     Args:
         config: the settings.
         sequence_numbers: for each row, which of its prompt's return sequences it is.
+        constrained: the rows carry grammars (the `constraint` processor is on).
     """
 
-    def __init__(self, config: GenerationConfig, sequence_numbers: list[int]):
+    def __init__(self, config: GenerationConfig, sequence_numbers: list[int], constrained: bool = False):
         self.config = config
-        self.processors = build_processors(config)
+        self.processors = build_processors(config, constrained=constrained)
         seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % (1 << 63))
         self.rngs = [np.random.default_rng([seed, n]) for n in sequence_numbers]
 

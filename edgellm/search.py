@@ -6,14 +6,19 @@ and, for beams, the row each one continues (the loop then reorders the KV cache)
 
 - `SampleSearch` (sampling, and greedy at temperature 0): one token per row from the processed
   distribution; a row ends with "eos" (a stop token id), "stop" (a stop string, found in its
-  decoded text) or "length" (max_new_tokens or the context). Finished rows keep running until the
-  whole batch is done, but what they sample is no longer recorded.
+  decoded text) or "length" (max_new_tokens or the context). A constrained row also ends ("eos")
+  when its grammar can take nothing more. Finished rows keep running until the whole batch is
+  done, but what they sample is no longer recorded. With `logprobs`, each row also records the
+  model's log-probability of every token it takes (the raw distribution, before the processors)
+  and the `logprobs` most likely tokens there.
 - `BeamSearch`: each prompt owns `num_beams` consecutive rows. At every step each beam's
   log-probabilities (after the processors that constrain what may be said: penalties, no-repeat
   n-grams, bias) are added to its running score, the best 2 * num_beams candidates of the prompt
   are ranked, and a candidate that ends becomes a finished hypothesis scored
   log-probability / length ** length_penalty. A prompt's search ends when it holds num_beams
-  hypotheses that no running beam can beat any more, or at the length limit.
+  hypotheses that no running beam can beat any more, or at the length limit. Each beam's grammar
+  matcher (constrained decoding) is copied with it; a beam whose grammar is complete can only
+  take a stop token id next, so beam search with a constraint needs one (generator.py checks).
 
 Both find stop strings with the same incremental `TextTracker` (stopping.py): a beam's tracker is
 forked with it.
@@ -36,7 +41,7 @@ from edgellm.tokenizer import Tokenizer
 
 
 def new_search(state: SamplingState, prompt_lengths: list[int], limits: list[int], tokenizer: Tokenizer,
-               track_text: bool = False):
+               track_text: bool = False, logprobs: int | None = None):
     """The search for `state.config`: beams when num_beams > 1, else sampled rows.
 
     Args:
@@ -45,6 +50,7 @@ def new_search(state: SamplingState, prompt_lengths: list[int], limits: list[int
         limits: for each row, the most new tokens it may get (max_new_tokens or the context).
         tokenizer: decodes the rows' text for stop strings.
         track_text: sampled rows keep their decoded text even without stop strings (streaming).
+        logprobs: sampled rows record each token's log-probability and this many top alternatives.
     """
     config = state.config
     if config.num_beams > 1:
@@ -52,49 +58,81 @@ def new_search(state: SamplingState, prompt_lengths: list[int], limits: list[int
     copies = config.num_return_sequences
     track = track_text or bool(config.stop_strings)
     rows = [Row(limit, TextTracker(tokenizer, config.stop_strings) if track else None) for limit in limits]
-    return SampleSearch(state, rows, [r % copies for r in range(len(rows))])
+    return SampleSearch(state, rows, [r % copies for r in range(len(rows))], logprobs)
 
 
 class Row:
-    """One sampled sequence: its ids, limit, text and finish reason."""
+    """One sampled sequence: its ids, limit, text and finish reason; with logprobs, for each id
+    its log-probability and the top alternatives [(id, log-probability), ...], most likely first."""
 
-    __slots__ = ("ids", "limit", "text", "finish_reason")
+    __slots__ = ("ids", "limit", "text", "finish_reason", "logprobs", "top")
 
     def __init__(self, limit: int, text: TextTracker | None):
         self.ids: list[int] = []
         self.limit, self.text, self.finish_reason = limit, text, None
+        self.logprobs: list[float] = []
+        self.top: list[list[tuple[int, float]]] = []
 
 
 class SampleSearch:
     """The sampling (and greedy) step of the loop: choose, then finish rows that end."""
 
-    def __init__(self, state: SamplingState, rows: list[Row], sequence_numbers: list[int]):
-        self.sampler = Sampler(state.config, sequence_numbers)
+    def __init__(self, state: SamplingState, rows: list[Row], sequence_numbers: list[int],
+                 logprobs: int | None = None):
+        self.sampler = Sampler(state.config, sequence_numbers, state.constraints is not None)
         self.rows = rows
         self.stop_ids = set(state.config.stop_token_ids)
         self.live = len(rows)
+        self.logprobs = logprobs
+        self.constraints = state.constraints
+        if self.constraints is not None:  # a grammar that only matches the empty text
+            for i, row in enumerate(rows):
+                if self.constraints.complete(i):
+                    self._finish(i, row, "eos")
 
     @property
     def done(self) -> bool:
         return self.live == 0
 
     def step(self, logits: np.ndarray, state: SamplingState) -> tuple[np.ndarray, None]:
+        log_probs = log_softmax(logits.astype(np.float64)) if self.logprobs is not None else None  # (rows, vocab)
         tokens = self.sampler.choose(logits, state)
-        for row, token in zip(self.rows, tokens.tolist()):
+        ended = []
+        for i, (row, token) in enumerate(zip(self.rows, tokens.tolist())):
             if row.finish_reason is not None:
                 continue
             if token in self.stop_ids:
-                row.finish_reason = "eos"
-            else:
-                row.ids.append(token)
-                if row.text is not None and row.text.push(token):
-                    row.finish_reason = "stop"
-                elif len(row.ids) >= row.limit:
-                    row.finish_reason = "length"
-            if row.finish_reason is not None:
-                self.live -= 1
+                ended.append((i, "eos"))
+                continue
+            row.ids.append(token)
+            if log_probs is not None:
+                self._record(row, log_probs[i], token)
+            if row.text is not None and row.text.push(token):
+                ended.append((i, "stop"))
+            elif len(row.ids) >= row.limit:
+                ended.append((i, "length"))
+        for i, reason in ended:  # before the grammars take the tokens: an ended row's matcher goes
+            self._finish(i, self.rows[i], reason)
         state.append(tokens)
+        if self.constraints is not None:
+            for i, row in enumerate(self.rows):
+                if row.finish_reason is None and self.constraints.complete(i):
+                    self._finish(i, row, "eos")
         return tokens, None
+
+    def _finish(self, i: int, row: Row, reason: str) -> None:
+        row.finish_reason = reason
+        self.live -= 1
+        if self.constraints is not None:
+            self.constraints.release(i)
+
+    def _record(self, row: Row, log_probs: np.ndarray, token: int) -> None:
+        row.logprobs.append(float(log_probs[token]))
+        n = self.logprobs
+        if n:
+            best = np.argpartition(-log_probs, n)[:n] if n < log_probs.size else np.arange(log_probs.size)
+            best = best[np.argsort(-log_probs[best], kind="stable")]
+            row.top.append([(int(t), float(log_probs[t])) for t in best])
 
     def text(self, row: Row, tokenizer: Tokenizer) -> str:
         """A finished row's text (cut before its stop string)."""
@@ -116,7 +154,7 @@ class BeamSearch:
                  tokenizer: Tokenizer | None = None):
         config = state.config
         self.beams, self.alpha = config.num_beams, config.length_penalty
-        self.processors = build_processors(config, sampling=False)
+        self.processors = build_processors(config, sampling=False, constrained=state.constraints is not None)
         self.prompt_lengths, self.limits = prompt_lengths, limits
         self.stop_ids = set(config.stop_token_ids)
         prompts = len(prompt_lengths)

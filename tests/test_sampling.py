@@ -110,7 +110,7 @@ def test_every_token_banned_falls_back_to_the_raw_logits():
 def test_processors_run_in_the_documented_order():
     names = [p.__name__ for p, _, _ in PROCESSORS]
     assert names == ["repetition_penalty", "presence_frequency_penalty", "no_repeat_ngram", "logit_bias",
-                     "min_new_tokens", "temperature", "top_k", "top_p", "typical_p", "min_p"]
+                     "min_new_tokens", "constraint", "temperature", "top_k", "top_p", "typical_p", "min_p"]
     config = GenerationConfig(temperature=0.5, top_k=3, min_p=0.1, repetition_penalty=1.2)
     assert [p.__name__ for p in build_processors(config)] == ["repetition_penalty", "temperature", "top_k", "min_p"]
     assert [p.__name__ for p in build_processors(config.replace(temperature=0))] == ["repetition_penalty"]

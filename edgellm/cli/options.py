@@ -1,5 +1,6 @@
 """Command line options for every generation setting, made from `GenerationConfig` itself,
-so a setting added there is an option of `edgellm generate` and `edgellm chat` at once.
+so a setting added there is an option of `edgellm generate` and `edgellm chat` at once; and
+generate's constraint options (--json-schema, --regex, --json).
 
 An option left out keeps the model's default (its generation_config.json).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import os
 
 import click
 
@@ -68,3 +70,39 @@ def _parse_bias(item: str) -> tuple[int, float]:
     except ValueError:
         raise click.BadParameter(f"must be ID=VALUE, such as 50=-inf or 13=2.5. Received: {item!r}",
                                  param_hint="--logit-bias") from None
+
+
+def constraint_options(command):
+    """--json-schema, --regex and --json: what the generated text must match (the structured extra)."""
+    command = click.option("--json", "json_mode", is_flag=True,
+                           help="The text is a JSON object (any keys). Needs the structured extra.")(command)
+    command = click.option("--regex", metavar="PATTERN",
+                           help="The whole text matches this regular expression (Rust regex syntax). "
+                                "Needs the structured extra.")(command)
+    return click.option("--json-schema", metavar="FILE_OR_JSON",
+                        help="The text is JSON valid under this schema: a file, or the schema itself. "
+                             "Needs the structured extra.")(command)
+
+
+def constraint_from_options(options: dict):
+    """The constraint given on the command line (pops its options), or None."""
+    from edgellm import constraints
+
+    schema, pattern, json_mode = options.pop("json_schema", None), options.pop("regex", None), \
+        options.pop("json_mode", False)
+    given = [name for name, value in (("--json-schema", schema), ("--regex", pattern), ("--json", json_mode)) if value]
+    if len(given) > 1:
+        raise click.UsageError(f"Give one constraint at most. Received: {', '.join(given)}")
+    if pattern is not None:
+        return constraints.regex(pattern)
+    if json_mode:
+        return constraints.json()
+    if schema is None:
+        return None
+    if os.path.isfile(schema):
+        with open(schema, encoding="utf-8") as file:
+            schema = file.read()
+    elif not schema.lstrip().startswith(("{", "true", "false")):
+        raise click.BadParameter(f"must be a JSON schema file or the schema's JSON text. Received: {schema!r} "
+                                 "(no such file)", param_hint="--json-schema")
+    return constraints.json_schema(schema)

@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from edgellm.cli.options import CONTEXT, generation_options, settings_from_options
+from edgellm.cli.options import (CONTEXT, constraint_from_options, constraint_options, generation_options,
+                                  settings_from_options)
 
 
 def _model_options(command):
@@ -40,27 +41,36 @@ def _timings_line(timings: dict) -> str:
 @click.argument("prompt")
 @_model_options
 @generation_options
+@constraint_options
 @click.option("--timings", is_flag=True, help="Print prefill time and decode speed to stderr.")
 def generate(prompt, model, providers, threads, timings, **options):
     """Continue PROMPT with a model and print the text ("-" reads the prompt from stdin).
 
     One sequence streams to stdout as it is generated; several (--num-return-sequences,
-    --num-beams) are printed one after the other, separated by a line of dashes.
+    --num-beams) are printed one after the other, separated by a line of dashes. With
+    --json-schema, --regex or --json the continuation is constrained to match (a text cut by
+    --max-new-tokens may not parse).
     """
     settings = settings_from_options(options)
+    constraint = constraint_from_options(options)
     if prompt == "-":
         prompt = sys.stdin.read()
     generator = _load(model, providers, threads)
     config = generator.settings(**settings)
+    if constraint is not None:
+        try:  # checked before any text is printed
+            generator.compile(constraint)
+        except ModuleNotFoundError as error:  # the structured extra is missing: its message says what to install
+            raise click.ClickException(str(error)) from None
     try:
         if config.num_return_sequences == 1 and config.num_beams == 1:
             click.echo(prompt, nl=False)
             figures: dict = {}
-            for piece in generator.stream(prompt, config, timings=figures):
+            for piece in generator.stream(prompt, config, timings=figures, constraint=constraint):
                 click.echo(piece, nl=False)
             click.echo()
         else:
-            results = generator.generate(prompt, config)
+            results = generator.generate(prompt, config, constraint=constraint)
             results = results if isinstance(results, list) else [results]
             for i, result in enumerate(results):
                 click.echo(("" if i == 0 else "\n---\n") + prompt + result.text)
