@@ -45,8 +45,10 @@ class ScoreResult:
         return math.exp(self.nll / len(self.logprobs))
 
 
-def score_ids(model, ids: list[int]) -> list[float]:
-    """Log-probability of each of ids[1:] given the ids before it."""
+def score_ids(model, ids: list[int], top: int = 0):
+    """Log-probability of each of ids[1:] given the ids before it. With `top` > 0, also the `top`
+    most likely [(id, log-probability), ...] at each of those positions (the server's logprobs):
+    returns (logprobs, tops)."""
     context = model.config.context_length
     if len(ids) < 2:
         raise ValueError(f"Scoring needs a text of at least 2 tokens. Received: {len(ids)} token(s).")
@@ -59,21 +61,28 @@ def score_ids(model, ids: list[int]) -> list[float]:
         windows.append((start, scored_to - start))
         scored_to = min(start + context, len(ids))
     width = min(context, len(ids))  # every window is this wide: a shorter text is one window
-    picked = score_windows(model, np.array([ids[s:s + width] for s, _ in windows], np.int64))
+    scored = score_windows(model, np.array([ids[s:s + width] for s, _ in windows], np.int64), top)
+    picked = scored[0] if top else scored
     logprobs = [p for row, (_, first) in zip(picked, windows) for p in row[first - 1:].tolist()]
     assert len(logprobs) == len(ids) - 1
-    return logprobs
+    if not top:
+        return logprobs
+    tops = [list(zip(i.tolist(), v.tolist())) for ids_, values, (_, first) in zip(scored[1], scored[2], windows)
+            for i, v in zip(ids_[first - 1:], values[first - 1:])]
+    return logprobs, tops
 
 
-def score_windows(model, windows: np.ndarray) -> np.ndarray:
+def score_windows(model, windows: np.ndarray, top: int = 0):
     """Log-probability of each token of each window given the tokens before it in that window.
 
     Args:
         model: a loaded `Generator` (its model.onnx runs without a cache).
         windows: int ids, (n, width) with 2 <= width <= context + 1; row r is scored on its own.
+        top: also return the `top` most likely ids at each position and their log-probabilities.
 
     Returns:
-        float64 (n, width - 1): [r, t] is log p(windows[r, t + 1] | windows[r, :t + 1]).
+        float64 (n, width - 1): [r, t] is log p(windows[r, t + 1] | windows[r, :t + 1]). With
+        `top`, that and two (n, width - 1, top) arrays, ids and log-probabilities, most likely first.
 
     Example:
         >>> ids = np.array([model.tokenizer.encode("ROMEO: What, ho!")])
@@ -86,6 +95,8 @@ def score_windows(model, windows: np.ndarray) -> np.ndarray:
         raise ValueError(f"windows must be (n, width) with 2 <= width <= context + 1 = "
                          f"{model.config.context_length + 1}. Received: shape {windows.shape}")
     picked = np.empty((len(windows), width), np.float64)
+    top = min(top, model.config.vocab_size)
+    top_ids, top_values = np.empty((len(windows), width, top), np.int64), np.empty((len(windows), width, top))
     for start in range(0, len(windows), WINDOWS_PER_RUN):
         batch = windows[start:start + WINDOWS_PER_RUN]  # (rows, width + 1)
         rows = batch.shape[0]
@@ -94,7 +105,11 @@ def score_windows(model, windows: np.ndarray) -> np.ndarray:
                                   model.empty_past(rows))
         log_probs = log_softmax(logits)  # (rows, width, vocab)
         picked[start:start + rows] = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return picked
+        if top:
+            best = np.argsort(-log_probs, axis=-1, kind="stable")[..., :top]  # (rows, width, top)
+            top_ids[start:start + rows] = best
+            top_values[start:start + rows] = np.take_along_axis(log_probs, best, axis=-1)
+    return (picked, top_ids, top_values) if top else picked
 
 
 def score_text(model, text: str) -> ScoreResult:

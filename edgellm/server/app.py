@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edgellm.server import openai_api as api
-from edgellm.batching import PromptTooLong
+from edgellm.server import responses
+from edgellm.batching import PromptTooLong, fit_context
 from edgellm.generator import Generator
 from edgellm.server.workers import Job, Workers
 
@@ -87,17 +88,17 @@ class Server:
         except BaseException:
             self.workers.leave()
             raise
-        id = api.new_id(chat)
+        id = responses.new_id(chat)
         if parsed.stream:
             return _EventStream(self._events(job, parsed, id, chat), self.workers.leave)
         try:
-            pieces = await _unless_disconnected(request, self._collect(job))
+            choices = await _unless_disconnected(request, self._collect(job))
         finally:
             self.workers.leave()
-        if pieces is None:
+        if choices is None:
             return Response(status_code=499)  # nobody is listening any more
-        counts = api.usage(len(job.prompt_ids), job.completion_tokens)
-        return JSONResponse(api.completion_body(chat, id, self.model_id, "".join(pieces), job.finish_reason, counts))
+        counts = responses.usage(len(job.prompt_ids), job.completion_tokens)
+        return JSONResponse(responses.completion_body(chat, id, self.model_id, choices, counts))
 
     def _job(self, parsed: api.Request, chat: bool) -> Job:
         try:
@@ -105,36 +106,63 @@ class Server:
         except ValueError as error:
             message, param = str(error), None
             for setting, name in parsed.names.items():
-                if message.startswith(setting):
+                if message.startswith(setting) or (setting == "logit_bias" and "logit_bias" in message):
                     message, param = message.replace(setting, name), name
             raise api.RequestError(message, param) from None
         param = "messages" if chat else "prompt"
         try:  # the library's one path from text to ids: the task template, then the context
-            prompt_ids = self.generator.encode_prompt(parsed.prompt, config)
+            prompt_ids = self._prompt_ids(parsed.prompt, config)
         except PromptTooLong as error:
             raise api.RequestError(f"The prompt is {error.tokens} tokens but the model's context is {error.context} "
                                    "tokens. Shorten the prompt.", param, "context_length_exceeded") from None
         except ValueError as error:
             raise api.RequestError(str(error), param) from None
+        if parsed.constraint is not None:
+            try:
+                self.generator.compile(parsed.constraint)
+            except (ValueError, ModuleNotFoundError) as error:
+                raise api.RequestError(str(error), "response_format") from None
         # a chat reply follows "Assistant:"; the space the model puts there is not part of it
-        return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat)
+        return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat, constraint=parsed.constraint,
+                   logprobs=parsed.logprobs, echo=parsed.echo, score_only=parsed.score_only)
 
-    async def _collect(self, job: Job) -> list[str]:
+    def _prompt_ids(self, prompt: str | list[int], config) -> list[int]:
+        """Text goes through the library's one path; token ids (completions) are taken as they are."""
+        if isinstance(prompt, str):
+            return self.generator.encode_prompt(prompt, config)
+        vocab = self.generator.config.vocab_size
+        if max(prompt) >= vocab:
+            raise ValueError(f"Token ids must be below the vocabulary size {vocab}. Received: {max(prompt)} in prompt.")
+        return fit_context(prompt, self.generator.config.context_length, config.max_new_tokens, config.truncate)
+
+    async def _collect(self, job: Job) -> list[responses.Choice]:
+        choices = [responses.Choice("", "", None if job.logprobs is None else []) for _ in range(job.n)]
         async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
-            return [piece async for piece in pieces]
+            async for index, text, tokens in pieces:
+                choices[index].text += text
+                if tokens:
+                    choices[index].tokens += tokens
+        for choice, reason in zip(choices, job.finish_reasons):
+            choice.finish_reason = reason
+        return choices
 
     async def _events(self, job: Job, parsed: api.Request, id: str, chat: bool) -> AsyncIterator[str]:
         model = self.model_id
+        offsets = [0] * job.n  # completions' text_offset: characters sent so far in each choice
         if chat:
-            yield _sse(api.chunk_body(chat, id, model, "", role=True))
+            for index in range(job.n):
+                yield _sse(responses.chunk_body(chat, id, model, "", role=True, index=index))
         try:
             async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
-                async for piece in pieces:
-                    yield _sse(api.chunk_body(chat, id, model, piece))
-            yield _sse(api.chunk_body(chat, id, model, None, job.finish_reason))
+                async for index, text, tokens in pieces:
+                    yield _sse(responses.chunk_body(chat, id, model, text, index=index, tokens=tokens,
+                                                    offset=offsets[index]))
+                    offsets[index] += len(text)
+            for index, reason in enumerate(job.finish_reasons):
+                yield _sse(responses.chunk_body(chat, id, model, None, reason, index=index))
             if parsed.include_usage:
-                counts = api.usage(len(job.prompt_ids), job.completion_tokens)
-                yield _sse(api.usage_chunk(chat, id, model, counts))
+                counts = responses.usage(len(job.prompt_ids), job.completion_tokens)
+                yield _sse(responses.usage_chunk(chat, id, model, counts))
         except Exception as error:  # the status line has gone out: the stream is the only way to tell
             yield _sse(api.error_body(f"Generation failed: {error}", "server_error"))
         yield "data: [DONE]\n\n"

@@ -1,7 +1,8 @@
 """Generations in worker threads, for the server: admission, a bounded wait, and cancelling.
 
-A `Job` is one generation. `Workers.pieces(job)` waits for one of `max_concurrency` slots, runs
-the job in a worker thread and yields its text as it comes, so the event loop never computes.
+A `Job` is one request's generation (its `n` choices together). `Workers.pieces(job)` waits for
+one of `max_concurrency` slots, runs the job in a worker thread and yields its pieces as they
+come, so the event loop never computes.
 Closing that iterator (the client went away, the server is stopping) cancels the job: the worker
 checks between tokens and stops before the next one.
 
@@ -9,7 +10,7 @@ Example:
     >>> import asyncio, edgellm
     >>> model = edgellm.load("shakespeare")
     >>> job = Job(model, model.tokenizer.encode("ROMEO:"), model.settings(max_new_tokens=8), stops=())
-    >>> async def text(): return "".join([p async for p in Workers(1, 0).pieces(job)])
+    >>> async def text(): return "".join([p[1] async for p in Workers(1, 0).pieces(job)])
     >>> isinstance(asyncio.run(text()), str)
     True
 """
@@ -23,12 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from edgellm.generator import Generator
 from edgellm.sampling import GenerationConfig
+from edgellm.server.responses import Token
 
 _END = object()
 
 
 class Job:
-    """One generation, run by a worker thread; setting `cancel` stops it before its next token.
+    """One request's generation, run by a worker thread; setting `cancel` stops it before its next
+    token. Its `n` choices (config.num_return_sequences) run as one batch.
 
     Args:
         generator: the loaded model.
@@ -36,36 +39,83 @@ class Job:
         config: checked settings (`generator.settings(...)`).
         stops: stop strings; the text ends before the first one found (finish reason "stop").
         strip_leading: drop whitespace at the start of the text (a chat reply after "Assistant:").
+        constraint: what the text must match (edgellm.constraints), or None.
+        logprobs: None, or record each token's log-probability and this many top alternatives.
+        echo: the prompt comes first in each choice (with its logprobs, scored like Generator.score).
+        score_only: nothing is generated (echo with max_tokens 0).
+
+    It hands `emit` pieces `(choice index, text, tokens)`, tokens a list of `responses.Token` (None
+    without logprobs), and ends with `finish_reasons` and `completion_tokens` set.
     """
 
     def __init__(self, generator: Generator, prompt_ids: list[int], config: GenerationConfig, stops=(),
-                 strip_leading: bool = False):
+                 strip_leading: bool = False, constraint=None, logprobs: int | None = None, echo: bool = False,
+                 score_only: bool = False):
         self.generator, self.prompt_ids = generator, prompt_ids
         self.config = config.replace(stop_strings=tuple(dict.fromkeys((*config.stop_strings, *stops))))
-        self.strip_leading = strip_leading
+        self.constraint, self.logprobs, self.echo, self.score_only = constraint, logprobs, echo, score_only
+        self.n = config.num_return_sequences
+        self.strip = [strip_leading] * self.n
         self.cancel = threading.Event()
         self.completion_tokens = 0
-        self.finish_reason = "cancelled"  # then "eos", "length" or "stop"
+        self.finish_reasons = ["cancelled"] * self.n  # then "eos", "length" or "stop"
 
-    def run(self, emit: Callable[[str], None]) -> None:
-        """Generate and hand each text piece to `emit` (called in the worker thread)."""
-        pieces = self.generator.text_steps(self.prompt_ids, self.config)
+    @property
+    def finish_reason(self) -> str:
+        return self.finish_reasons[0]
+
+    def run(self, emit: Callable[[tuple], None]) -> None:
+        """Generate and hand each piece to `emit` (called in the worker thread)."""
+        if self.echo:
+            text, tokens = self.generator.tokenizer.decode(self.prompt_ids), self._prompt_tokens()
+            for i in range(self.n):
+                emit((i, text, tokens))
+        if self.score_only:
+            self.finish_reasons = ["length"] * self.n
+            return
+        steps = self.generator.row_steps(self.prompt_ids, self.config, self.constraint, self.logprobs)
+        reported = [0] * self.n
         try:
             while not self.cancel.is_set():
                 try:
-                    self._emit(emit, next(pieces))
+                    rows = next(steps)
                 except StopIteration as end:
-                    self.completion_tokens, self.finish_reason = len(end.value.ids), end.value.finish_reason
+                    self._emit(emit, end.value, reported)
+                    self.finish_reasons = [row.finish_reason for row in end.value]
+                    self.completion_tokens = sum(len(row.ids) for row in end.value)
                     return
+                self._emit(emit, rows, reported)
         finally:
-            pieces.close()
+            steps.close()
 
-    def _emit(self, emit: Callable[[str], None], text: str) -> None:
-        if self.strip_leading:
-            text = text.lstrip()
-            self.strip_leading = not text
-        if text:
-            emit(text)
+    def _emit(self, emit: Callable[[tuple], None], rows: list, reported: list[int]) -> None:
+        for i, row in enumerate(rows):
+            text = row.text.take()
+            if self.strip[i]:
+                text = text.lstrip()
+                self.strip[i] = not text
+            tokens = None
+            if self.logprobs is not None:
+                tokens = [self._token(row.ids[k], row.logprobs[k], row.top[k] if row.top else None)
+                          for k in range(reported[i], len(row.ids))]
+                reported[i] = len(row.ids)
+            if text or tokens:
+                emit((i, text, tokens))
+
+    def _token(self, id: int, logprob: float | None, top) -> Token:
+        raw = self.generator.tokenizer.decode_bytes
+        return Token(raw([id]), logprob, None if top is None else [(raw([t]), v) for t, v in top])
+
+    def _prompt_tokens(self) -> list[Token] | None:
+        """The prompt's tokens with their log-probabilities (the library's scoring), if asked for."""
+        if self.logprobs is None:
+            return None
+        from edgellm.scoring import score_ids
+
+        ids = self.prompt_ids
+        scored, tops = score_ids(self.generator, ids, top=max(self.logprobs, 1)) if len(ids) > 1 else ([], [])
+        tops = [t[:self.logprobs] for t in tops] if self.logprobs else [None] * len(scored)
+        return [self._token(ids[0], None, None)] + [self._token(i, v, t) for i, v, t in zip(ids[1:], scored, tops)]
 
 
 class Workers:
@@ -98,12 +148,12 @@ class Workers:
         return {"running": len(self.running), "queued": self.admitted - len(self.running),
                 "max_concurrency": self.max_concurrency, "queue_size": self.queue_size}
 
-    async def pieces(self, job: Job) -> AsyncIterator[str]:
-        """Wait for a free slot, run `job` in a worker thread and yield its text pieces."""
+    async def pieces(self, job: Job) -> AsyncIterator[tuple]:
+        """Wait for a free slot, run `job` in a worker thread and yield its pieces (see `Job`)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
-        def emit(piece: str) -> None:
+        def emit(piece) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
             except RuntimeError:  # the event loop is closed: nobody is listening
