@@ -125,10 +125,13 @@ class Grammar:
             raise ValueError(f"The {constraint.kind} constraint cannot be compiled: {_first_line(self._start.get_error())}"
                              f". Received: {_short(source)}")
         self._lock = threading.Lock()  # the start matcher is shared by the server's worker threads
-        mask = _unpack(np.frombuffer(self._start.compute_bitmask(), np.int32)[None], tokenizer.vocab_size)[0]
-        if not mask.any():
-            raise ValueError(f"No token of the model's vocabulary can start a text matching the {constraint.kind} "
-                             f"constraint. Received: {_short(source)}. Check the pattern or schema.")
+        probe = self._start.deep_copy()  # a grammar no text can match errs on its first mask
+        mask = _unpack(np.frombuffer(probe.compute_bitmask(), np.int32)[None], tokenizer.vocab_size)[0]
+        if tokenizer.eos_token is not None and tokenizer.eos_token < mask.size:
+            mask[tokenizer.eos_token] = False
+        if probe.is_error() or not (mask.any() or probe.is_accepting()):
+            raise ValueError(f"No text the model's vocabulary can write matches the {constraint.kind} constraint. "
+                             f"Received: {_short(source)}. Check the pattern or schema.")
 
     def matcher(self):
         """A fresh matcher in the start state."""
