@@ -2,8 +2,9 @@
 
 Each task is a function `(model, path, **options) -> dict of metrics`, registered in `TASKS`;
 `edgellm eval FILE --task NAME` runs one. The language-modelling task ("lm") reports
-perplexity and loss per token and per character of a text file; "translation" (chrF, BLEU) and
-"qa" (exact match) generate completions of a prompt/completion file with a task model.
+perplexity and loss per token and per character of a text file; "translation" (chrF, BLEU),
+"qa" (exact match) and "summarization" (ROUGE-1, ROUGE-2, ROUGE-L, chrF) generate completions
+of a prompt/completion file with a task model.
 
 Example:
     >>> import edgellm
@@ -64,11 +65,12 @@ def task_model(task: str):
         examples = tasks.read_examples(path)[:max_examples]
         return tasks.evaluate(model, examples, task, progress=progress, **settings)
 
-    run.__doc__ = f"{task}: " + ("chrF and BLEU" if task == "translation" else "exact match")
+    run.__doc__ = f"{task}: " + METRICS[task]
     return run
 
 
-TASKS = {"lm": language_model, "translation": task_model("translation"), "qa": task_model("qa")}
+METRICS = {"translation": "chrF and BLEU", "qa": "exact match", "summarization": "ROUGE-1, ROUGE-2, ROUGE-L and chrF"}
+TASKS = {"lm": language_model, **{task: task_model(task) for task in tasks.TASKS}}
 
 
 def evaluate(model, path: str | Path, task: str = "lm", **options) -> dict:

@@ -12,7 +12,9 @@ every prompt (`generate`, `stream`, `edgellm generate`, `edgellm serve`).
 
 Evaluation runs greedy generation through the ONNX model and scores the completions:
 translation with chrF and BLEU (sacrebleu; several references per source when a prompt appears
-more than once in the file), question answering with exact match after trimming whitespace.
+more than once in the file), question answering with exact match after trimming whitespace,
+summarization with ROUGE-1, ROUGE-2 and ROUGE-L (F1 with stemming, rouge-score; the best
+reference of each prompt) and chrF.
 
 Example:
     >>> import edgellm
@@ -36,7 +38,7 @@ from edgellm.tokenizer import Tokenizer
 COMPLETION_TOKEN = "<|completion|>"
 END_TOKEN = "<|endoftext|>"
 TASK_SPECIAL_TOKENS = (END_TOKEN, COMPLETION_TOKEN)
-TASKS = ("translation", "qa")
+TASKS = ("translation", "qa", "summarization")
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,19 @@ def read_examples(path: str | Path) -> list[Example]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{where}: not valid JSON ({error.msg}). Each line must be one "
                                  '{"prompt": ..., "completion": ...} object.') from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
-                    or not isinstance(record.get("completion"), str):
-                raise ValueError(f'{where}: needs string fields "prompt" and "completion". Received: {line[:80]}')
+            if not isinstance(record, dict):
+                raise ValueError(f'{where}: needs a {{"prompt": ..., "completion": ...}} object. Received: {line[:80]}')
+            missing = [key for key in ("prompt", "completion") if not isinstance(record.get(key), str)]
+            if missing:
+                raise ValueError(f'{where}: needs a string field "{missing[0]}". Received: {line[:80]}')
             prompt, completion = record["prompt"], record["completion"]
         else:
             fields = line.split("\t")
             if len(fields) != 2:
                 raise ValueError(f"{where}: needs prompt<TAB>completion. Received {len(fields)} field(s).")
             prompt, completion = (f.replace("\\n", "\n") for f in fields)
+        if not prompt.strip():
+            raise ValueError(f"{where}: the prompt is empty. Every example needs a prompt.")
         if not completion.strip():
             raise ValueError(f"{where}: the completion is empty. Every example needs a completion.")
         examples.append(Example(prompt, completion))
@@ -109,8 +115,15 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
     Args:
         model: a loaded `Generator` whose tokenizer has the task tokens.
         examples: objects with `.prompt` and `.completion`.
-        task: "translation" (chrF, BLEU) or "qa" (exact match).
+        task: "translation" (chrF, BLEU), "qa" (exact match) or "summarization" (ROUGE-1,
+            ROUGE-2, ROUGE-L, chrF; all on a 0-100 scale like sacrebleu's).
         progress: an optional callable called once per prompt done.
+        **settings: generation settings (e.g. num_beams=4); greedy unless told.
+
+    Example:
+        >>> metrics = evaluate(edgellm.load("summarize"), read_examples("test.jsonl.gz"), "summarization")
+        >>> sorted(metrics)
+        ['chrf', 'examples', 'rouge1', 'rouge2', 'rougeL', 'task', 'too_long']
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
@@ -130,17 +143,38 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
     if task == "qa":
         correct = sum(h in r for h, r in zip(hypotheses, refs))
         return {"task": task, "examples": len(refs), "exact_match": correct / len(refs), "too_long": too_long}
-    try:
-        import sacrebleu
-    except ImportError:
-        raise ValueError("Translation metrics need sacrebleu. Install it with: pip install 'edgellm[eval]'") from None
+    sacrebleu = _metrics_library("sacrebleu", task)
     width = max(len(r) for r in refs)
     # sacrebleu takes one stream per reference position; missing references are None
     streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
-    return {
-        "task": task,
-        "examples": len(refs),
-        "chrf": sacrebleu.corpus_chrf(hypotheses, streams).score,
-        "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,
-        "too_long": too_long,
-    }
+    chrf = sacrebleu.corpus_chrf(hypotheses, streams).score
+    if task == "summarization":
+        return {"task": task, "examples": len(refs), **rouge(hypotheses, refs), "chrf": chrf, "too_long": too_long}
+    return {"task": task, "examples": len(refs), "chrf": chrf,
+            "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score, "too_long": too_long}
+
+
+def rouge(hypotheses: list[str], references: list[list[str]]) -> dict:
+    """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 (x 100) with Porter stemming, each hypothesis
+    scored against its best reference (rouge-score's `score_multi`)."""
+    rouge_scorer = _metrics_library("rouge_score.rouge_scorer", "summarization")
+    names = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(names), use_stemmer=True)
+    totals = dict.fromkeys(names, 0.0)
+    for hypothesis, refs in zip(hypotheses, references):
+        scores = scorer.score_multi(refs, hypothesis)
+        for name in names:
+            totals[name] += scores[name].fmeasure
+    return {name: 100 * total / len(hypotheses) for name, total in totals.items()}
+
+
+def _metrics_library(module: str, task: str):
+    """Import a metrics module of the eval extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0].replace("_", "-")
+        raise ValueError(f"{task.capitalize()} metrics need {package}. Install it with: "
+                         "pip install 'edgellm[eval]'") from None

@@ -49,7 +49,8 @@ def generate(prompt, model, providers, threads, timings, **options):
     One sequence streams to stdout as it is generated; several (--num-return-sequences,
     --num-beams) are printed one after the other, separated by a line of dashes. With
     --json-schema, --regex or --json the continuation is constrained to match (a text cut by
-    --max-new-tokens may not parse).
+    --max-new-tokens may not parse). A text model's output starts with the prompt; a task model
+    (trained with --examples) prints its completion alone.
     """
     settings = settings_from_options(options)
     constraint = constraint_from_options(options)
@@ -62,9 +63,10 @@ def generate(prompt, model, providers, threads, timings, **options):
             generator.compile(constraint)
         except ModuleNotFoundError as error:  # the structured extra is missing: its message says what to install
             raise click.ClickException(str(error)) from None
+    echoed = "" if generator.task_template else prompt
     try:
         if config.num_return_sequences == 1 and config.num_beams == 1:
-            click.echo(prompt, nl=False)
+            click.echo(echoed, nl=False)
             figures: dict = {}
             for piece in generator.stream(prompt, config, timings=figures, constraint=constraint):
                 click.echo(piece, nl=False)
@@ -73,7 +75,7 @@ def generate(prompt, model, providers, threads, timings, **options):
             results = generator.generate(prompt, config, constraint=constraint)
             results = results if isinstance(results, list) else [results]
             for i, result in enumerate(results):
-                click.echo(("" if i == 0 else "\n---\n") + prompt + result.text)
+                click.echo(("" if i == 0 else "\n---\n") + echoed + result.text)
             figures = results[0].timings
     except KeyboardInterrupt:  # Ctrl-C: end the line and stop, without timings
         click.echo()
@@ -121,11 +123,12 @@ def chat(model, providers, threads, user, bot, system, **options):
 @_model_options
 @click.option("--task", default="lm", show_default=True,
               help="What to measure: lm (perplexity and loss per character of a text file), "
-                   "translation (chrF and BLEU) or qa (exact match) of a JSONL/TSV prompt/completion "
-                   "file, generated greedily by a task model.")
+                   "translation (chrF and BLEU), qa (exact match) or summarization (ROUGE-1, ROUGE-2, "
+                   "ROUGE-L and chrF) of a JSONL/TSV prompt/completion file, generated greedily by a "
+                   "task model.")
 @click.option("--max-chars", type=int, help="lm: evaluate only the first N characters.")
-@click.option("--max-examples", type=click.IntRange(min=1), help="translation, qa: only the first N examples.")
-@click.option("--num-beams", type=click.IntRange(min=1), default=1, help="translation, qa: beam search width.")
+@click.option("--max-examples", type=click.IntRange(min=1), help="Task models: only the first N examples.")
+@click.option("--num-beams", type=click.IntRange(min=1), default=1, help="Task models: beam search width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--record", is_flag=True,
               help="Also keep the metrics, with this command, in the model folder's config.json and "
