@@ -27,6 +27,7 @@ import numpy as np
 from edgellm import model_folder
 from edgellm.batching import fit_context, pad_left
 from edgellm.generation_config import GenerationConfig
+from edgellm.prompt_lookup import LookupRun, lookup_run
 from edgellm.sampling import SamplingState
 from edgellm.search import new_search
 from edgellm.session import DecoderSession
@@ -42,7 +43,8 @@ class GenerationResult:
     finish_reason: "eos" (a stop token id), "stop" (a stop string) or "length" (max_new_tokens
         or the context limit).
     timings: prefill_ms, decode_tokens_per_s, prompt_tokens, new_tokens, total_ms (for the
-        whole call when several sequences were generated together).
+        whole call when several sequences were generated together); with prompt lookup also
+        draft_tokens, accepted_draft_tokens and draft_runs.
     score: the beam score (log-probability / length ** length_penalty) with beam search.
     """
 
@@ -195,6 +197,7 @@ class Generator:
         run = self.session.new_run(rows, width + steps)
         started = time.perf_counter()
         logits = run.start(batch.ids, batch.mask, batch.positions)
+        run = lookup_run(run, search, state)  # drafts and verifies with prompt_lookup_num_tokens
         decode_started = time.perf_counter()
         timings["prefill_ms"] = 1000 * (decode_started - started)
         step = 0
@@ -211,6 +214,8 @@ class Generator:
         timings.update(prompt_tokens=sum(len(p) for p in prompts), new_tokens=rows * (step + 1),
                        total_ms=1000 * (ended - started),
                        decode_tokens_per_s=rows * step / (ended - decode_started) if step else 0.0)
+        if isinstance(run, LookupRun):
+            timings.update(run.figures())
 
     def _one_sequence(self, prompt_ids: list[int], config: GenerationConfig | None, several: bool = False
                       ) -> tuple[GenerationConfig, list[int]]:

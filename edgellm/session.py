@@ -118,8 +118,8 @@ class Run:
     (rows,), at each row's next position, the mask growing by a 1. Both return the logits of each
     row's last position (rows, vocab); after `advance` they are valid until the next step. The
     run keeps ids, positions and mask in its own arrays, so a step allocates nothing.
-    Subclasses hold the cache: `_prompt` and `_one_token` run the model, `_reorder_cache` follows
-    beam search.
+    Subclasses hold the cache: `_prompt`, `_one_token` and `_several_tokens` run the model,
+    `_reorder_cache` follows beam search and `_rollback_cache` prompt lookup's rejected drafts.
     """
 
     def __init__(self, decoder: DecoderSession, rows: int, capacity: int):
@@ -145,6 +145,29 @@ class Run:
         logits = self._one_token()
         self._positions += 1
         return logits
+
+    def verify(self, input_ids: np.ndarray) -> np.ndarray:
+        """Run several new tokens per row at once, input_ids (rows, n), at each row's next
+        positions (prompt lookup's drafts). Returns the logits of every new position
+        (rows, n, vocab); `rollback` then drops the positions that are not kept."""
+        rows, n = input_ids.shape
+        assert rows == self.rows and self.past_length + n <= self.capacity, "the run's cache is full"
+        self._mask[:, self.past_length:self.past_length + n] = 1
+        self.past_length += n
+        logits = self._several_tokens(input_ids, self._positions + np.arange(n))
+        self._positions += n
+        return logits
+
+    def rollback(self, length: int) -> None:
+        """Forget every position from `length` on (drafts that were not kept): the next token
+        goes to slot `length`."""
+        assert 0 < length <= self.past_length
+        if length == self.past_length:
+            return
+        self._mask[:, length:self.past_length] = 0
+        self._positions -= self.past_length - length
+        self.past_length = length
+        self._rollback_cache(length)
 
     def reorder(self, parents: np.ndarray) -> None:
         """Row r continues row parents[r] (beam search): its cache, mask and position."""
@@ -218,6 +241,53 @@ class InPlaceRun(Run):
         self._run()
         return self._last_logits
 
+    def _several_tokens(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        # the mask of the filled positions, not the whole cache's: the graph's causal mask puts
+        # the n queries at its last n positions. onnxruntime's GroupQueryAttention takes several
+        # new tokens after a past at batch 1 only, so each row runs alone over its own slice of
+        # the buffers
+        mask = self._mask_view(self.past_length)
+        if self.rows == 1:
+            logits = self._run_rows(self._binding, input_ids, mask, position_ids)
+        else:
+            if self.decoder.device != "cpu":
+                raise ValueError("prompt_lookup_num_tokens needs batch 1 on a GPU with an in-place cache "
+                                 f"(onnxruntime's GroupQueryAttention). Received: {self.rows} rows. Set "
+                                 "prompt_lookup_num_tokens=0, or export with --kv-cache concat.")
+            logits = np.concatenate([self._run_rows(self._row_binding(r), input_ids[r:r + 1], mask[r:r + 1],
+                                                    position_ids[r:r + 1]) for r in range(self.rows)])
+        self._bind_one_token_arrays()
+        return logits
+
+    def _run_rows(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
+        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                            ("position_ids", position_ids)):
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        binding.bind_output("logits", "cpu")
+        self.decoder.session.run_with_iobinding(binding)
+        return binding.get_outputs()[0].numpy()  # (rows bound, n, vocab)
+
+    def _row_binding(self, row: int):
+        """An IO binding of row `row` alone: past and present are its slice of each buffer
+        (numpy views of the same memory), made once per run."""
+        import onnxruntime as ort
+
+        if not hasattr(self, "_row_bindings"):
+            self._row_bindings = {}
+        if row not in self._row_bindings:
+            binding = self.decoder.session.io_binding()
+            binding.bind_output("logits", "cpu")  # bound first: output 0
+            names = zip(self.decoder.input_names[3:], self.decoder.output_names[1:], self._buffers)
+            for past, present, buffer in names:
+                part = ort.OrtValue.ortvalue_from_numpy(buffer.numpy()[row:row + 1])
+                binding.bind_ortvalue_input(past, part)
+                binding.bind_ortvalue_output(present, part)
+            self._row_bindings[row] = binding
+        return self._row_bindings[row]
+
+    def _rollback_cache(self, length: int) -> None:
+        pass  # slots from `length` on are masked out and overwritten by the next tokens
+
     def _bind_one_token_arrays(self) -> None:
         import onnxruntime as ort
 
@@ -263,6 +333,23 @@ class ConcatRun(Run):
 
     def _one_token(self) -> np.ndarray:
         return self._prompt(self._ids, self._mask_view(self.past_length), self._positions)
+
+    def _several_tokens(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        if self.bound:
+            return self._bound_step(input_ids, self._mask_view(self.past_length), position_ids)
+        logits, self._past = self.decoder.forward(input_ids, self._mask_view(self.past_length), position_ids,
+                                                  self._past)
+        return logits  # (rows, n, vocab)
+
+    def _rollback_cache(self, length: int) -> None:
+        if self.bound:
+            import onnxruntime as ort
+
+            device = self.decoder.device
+            self._past = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :length]), device, 0)
+                          for v in self._past]
+        else:
+            self._past = [np.ascontiguousarray(p[:, :, :length]) for p in self._past]
 
     def _bound_step(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding, device = self._binding, self.decoder.device
