@@ -219,6 +219,8 @@ class InPlaceRun(Run):
             binding.bind_ortvalue_input(past, buffer)
             binding.bind_ortvalue_output(present, buffer)  # the same buffer: written in place
             self._buffers.append(buffer)
+        self._row_bindings: dict = {}  # prompt lookup's: row -> (binding, bind an array, run)
+        self._block_logits: dict = {}  # and its logits: n -> ((rows, n, vocab), an OrtValue per row)
         self._logits = np.zeros((rows, 1, cfg.vocab_size), np.float32)
         self._last_logits = self._logits[:, 0]  # (rows, vocab), rewritten by each one-token step
 
@@ -242,47 +244,53 @@ class InPlaceRun(Run):
         return self._last_logits
 
     def _several_tokens(self, input_ids: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        # the mask of the filled positions, not the whole cache's: the graph's causal mask puts
-        # the n queries at its last n positions. onnxruntime's GroupQueryAttention takes several
-        # new tokens after a past at batch 1 only, so each row runs alone over its own slice of
-        # the buffers
-        mask = self._mask_view(self.past_length)
-        if self.rows == 1:
-            logits = self._run_rows(self._binding, input_ids, mask, position_ids)
-        else:
-            if self.decoder.device != "cpu":
-                raise ValueError("prompt_lookup_num_tokens needs batch 1 on a GPU with an in-place cache "
-                                 f"(onnxruntime's GroupQueryAttention). Received: {self.rows} rows. Set "
-                                 "prompt_lookup_num_tokens=0, or export with --kv-cache concat.")
-            logits = np.concatenate([self._run_rows(self._row_binding(r), input_ids[r:r + 1], mask[r:r + 1],
-                                                    position_ids[r:r + 1]) for r in range(self.rows)])
-        self._bind_one_token_arrays()
-        return logits
-
-    def _run_rows(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
-        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                            ("position_ids", position_ids)):
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output("logits", "cpu")
-        self.decoder.session.run_with_iobinding(binding)
-        return binding.get_outputs()[0].numpy()  # (rows bound, n, vocab)
-
-    def _row_binding(self, row: int):
-        """An IO binding of row `row` alone: past and present are its slice of each buffer
-        (numpy views of the same memory), made once per run."""
+        # the mask of the filled positions, not the whole cache's: the graph's causal mask puts the
+        # n queries at its last n positions. onnxruntime's GroupQueryAttention takes several new
+        # tokens after a past at batch 1 only, so with several rows each runs alone, over its own
+        # slice of the buffers. Bindings of their own leave the one-token step's as they are.
+        if self.rows > 1 and self.decoder.device != "cpu":
+            raise ValueError("prompt_lookup_num_tokens needs batch 1 on a GPU with an in-place cache (onnxruntime's "
+                             f"GroupQueryAttention). Received: {self.rows} rows. Set prompt_lookup_num_tokens=0, "
+                             "or export with --kv-cache concat.")
         import onnxruntime as ort
 
-        if not hasattr(self, "_row_bindings"):
-            self._row_bindings = {}
+        n = input_ids.shape[1]
+        if n not in self._block_logits:  # (rows, n, vocab), written by the runs below
+            logits = np.zeros((self.rows, n, self.decoder.config.vocab_size), np.float32)
+            self._block_logits[n] = logits, [ort.OrtValue.ortvalue_from_numpy(logits[r:r + 1])
+                                             for r in range(self.rows)]
+        logits, parts = self._block_logits[n]
+        mask = self._mask_view(self.past_length)
+        for row in range(self.rows):
+            one = slice(row, row + 1)
+            binding, bind, run = self._row_binding(row)
+            for name, array in (("input_ids", input_ids[one]), ("attention_mask", mask[one]),
+                                ("position_ids", position_ids[one])):
+                bind(name, np.ascontiguousarray(array))
+            binding.bind_ortvalue_output("logits", parts[row])
+            run()
+        return logits
+
+    def _row_binding(self, row: int):
+        """An IO binding of row `row` alone and the call that runs it: past and present are the
+        row's slice of each buffer (the same memory), bound once per run."""
+        import onnxruntime as ort
+
         if row not in self._row_bindings:
             binding = self.decoder.session.io_binding()
-            binding.bind_output("logits", "cpu")  # bound first: output 0
-            names = zip(self.decoder.input_names[3:], self.decoder.output_names[1:], self._buffers)
-            for past, present, buffer in names:
-                part = ort.OrtValue.ortvalue_from_numpy(buffer.numpy()[row:row + 1])
+            binding.bind_output("logits", "cpu")  # bound first: output 0 (the run binds its array)
+            for past, present, buffer in zip(self.decoder.input_names[3:], self.decoder.output_names[1:],
+                                             self._buffers):
+                part = buffer if self.rows == 1 else ort.OrtValue.ortvalue_from_numpy(buffer.numpy()[row:row + 1])
                 binding.bind_ortvalue_input(past, part)
                 binding.bind_ortvalue_output(present, part)
-            self._row_bindings[row] = binding
+            c_binding = getattr(binding, "_iobinding", None)
+            if self.decoder.c_session is not None and c_binding is not None:  # as in __init__
+                run = functools.partial(self.decoder.c_session.run_with_iobinding, c_binding, None)
+                self._row_bindings[row] = (binding, c_binding.bind_input, run)
+            else:
+                run = functools.partial(self.decoder.session.run_with_iobinding, binding)
+                self._row_bindings[row] = (binding, binding.bind_cpu_input, run)
         return self._row_bindings[row]
 
     def _rollback_cache(self, length: int) -> None:
