@@ -3,7 +3,8 @@
 For each model, the same prompts are generated greedily at batch 1 with prompt lookup
 (`prompt_lookup_num_tokens` = each of `--num-tokens`) and without, in one process, taking turns:
 one pass over the prompts with each setting, then the next repeat, the order of the settings
-rotating from repeat to repeat. A pass's speed is its new tokens over its wall time (prefill
+rotating from repeat to repeat. Greedy by default; `--own-settings` uses each folder's generation_config.json, seeded. A pass's
+speed is its new tokens over its wall time (prefill
 included: a call is what an app waits for). The table gives, per model and setting, the median
 tokens/s, the median ratio of each repeat's pass to the plain pass of the same repeat, and the
 acceptance rate (draft tokens kept / draft tokens run). The outputs are checked to be identical.
@@ -16,6 +17,7 @@ Models and prompts, all from this repository:
 
     python bench/prompt_lookup.py                       # every model, k = 2, 3, 4, 6; 7 repeats
     python bench/prompt_lookup.py --models en-fr --num-tokens 3 --repeats 11
+    python bench/prompt_lookup.py --models shakespeare --own-settings   # its sampling defaults
 """
 
 from __future__ import annotations
@@ -69,26 +71,26 @@ def one_pass(model, prompts: list[str], settings: dict) -> tuple[float, int, lis
     return time.perf_counter() - started, tokens, ids, figures
 
 
-def bench(name: str, num_tokens: list[int], repeats: int, count: int, new_tokens: int, threads: int) -> list[dict]:
+def bench(name: str, num_tokens: list[int], repeats: int, count: int, new_tokens: int, threads: int,
+          own_settings: bool) -> list[dict]:
     model = edgellm.load(name, providers=["CPUExecutionProvider"], threads=threads)
     prompts = prompts_for(name, count)
-    base = {"temperature": 0.0, "prompt_lookup_num_tokens": 0}
+    # greedy, or the folder's own settings seeded (the same text with and without drafts)
+    base = {"seed": 0} if own_settings else {"temperature": 0.0}
+    base["prompt_lookup_num_tokens"] = 0
     if not model.task_template:
         base["max_new_tokens"] = new_tokens
     sides = [0, *num_tokens]
     speeds = {k: [] for k in sides}
     ratios = {k: [] for k in sides}
     figures = {k: {"draft_tokens": 0, "accepted_draft_tokens": 0} for k in sides}
-    reference = None
-    one_pass(model, prompts, base)  # warm-up
+    reference = one_pass(model, prompts, base)[2]  # a warm-up, and the plain output
     for repeat in range(repeats):
         order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
         seconds = {}
         for k in order:
             elapsed, tokens, ids, found = one_pass(model, prompts, {**base, "prompt_lookup_num_tokens": k})
-            if reference is None and k == 0:
-                reference = ids
-            assert reference is None or k == 0 or ids == reference or repeat == 0, f"{name}: output differs at k={k}"
+            assert ids == reference, f"{name}: the output with prompt_lookup_num_tokens={k} differs"
             seconds[k] = elapsed
             speeds[k].append(tokens / elapsed)
             for key in found:
@@ -114,6 +116,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24, help="Prompts per model.")
     parser.add_argument("--new-tokens", type=int, default=100, help="New tokens per prompt of a text model.")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads.")
+    parser.add_argument("--own-settings", action="store_true",
+                        help="Each folder's generation_config.json (seeded) instead of greedy.")
     args = parser.parse_args()
     num_tokens = [int(k) for k in args.num_tokens.split(",")]
     print(f"{'model':<12} {'k':>2} {'tokens/s':>9} {'ratio':>6} {'range':>12} {'accepted':>9}  prompts, new tokens")
@@ -121,7 +125,8 @@ def main() -> None:
         if name == "summarize" and not (REPO / "models" / "summarize").exists():
             print(f"{name:<12} (models/summarize is not in this checkout: skipped)")
             continue
-        for row in bench(name, num_tokens, args.repeats, args.prompts, args.new_tokens, args.threads):
+        for row in bench(name, num_tokens, args.repeats, args.prompts, args.new_tokens, args.threads,
+                         args.own_settings):
             accepted = "-" if row["acceptance"] is None else f"{row['acceptance']:.0%}"
             print(f"{row['model']:<12} {row['k']:>2} {row['tokens_per_s']:>9.0f} {row['ratio']:>5.2f}x "
                   f"{row['min']:>5.2f}-{row['max']:.2f}x {accepted:>9}  {row['prompts']}, {row['new_tokens']}",

@@ -6,12 +6,14 @@ import json
 import shutil
 
 import httpx
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import edgellm
 from edgellm.cli import main
 from edgellm.generation_config import GenerationConfig
+from edgellm.generator import Generator
 from edgellm.prompt_lookup import find_draft
 from serving import running
 
@@ -47,6 +49,29 @@ def test_greedy_output_is_plain_greedy(model, k):
     assert [r.text for r in found] == [r.text for r in plain]
     tried, kept = drafted(found)
     assert 0 < kept < tried  # drafts were both kept and rolled back
+
+
+class Recording(Generator):
+    """The real model, keeping the logits of every decode step the loop is handed."""
+
+    def step(self, run, tokens):
+        logits = super().step(run, tokens)
+        self.seen.append(logits.copy())
+        return logits
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[3], PROMPTS])
+def test_every_step_gets_the_plain_logits(model, prompts):
+    # stronger than equal argmaxes, which a barely trained model keeps even for a wrong context
+    recording = Recording(model.folder.path, threads=1)
+    runs = []
+    for k in (0, 4):
+        recording.seen = []
+        results = recording.generate(prompts, **GREEDY, prompt_lookup_num_tokens=k)
+        runs.append(np.stack(recording.seen))  # (steps, rows, vocab)
+    assert runs[0].shape == runs[1].shape
+    np.testing.assert_allclose(runs[1], runs[0], atol=2e-4, rtol=0)
+    assert drafted(_list(results))[1] > 0
 
 
 def test_batches_give_each_row_its_plain_greedy(model):
@@ -156,3 +181,13 @@ def test_server_streams_the_plain_pieces(tiny_folder, tmp_path):
 
 def _list(results):
     return results if isinstance(results, list) else [results]
+
+
+def test_shipped_models_keep_their_output():
+    # trained models, whose next token follows the context closely
+    for name, prompt in (("shakespeare", "ROMEO:\nO, she doth teach the torches to burn bright!"),
+                         ("en-fr", "English: Tom and Mary went to Boston in 2013.\nFrench:")):
+        model = edgellm.load(name, threads=1)
+        plain = model.generate(prompt, temperature=0, max_new_tokens=60)
+        found = model.generate(prompt, temperature=0, max_new_tokens=60, prompt_lookup_num_tokens=4)
+        assert found.token_ids == plain.token_ids and found.timings["accepted_draft_tokens"] > 0
