@@ -31,6 +31,9 @@ class Run:
         self._mask = np.zeros((rows, capacity), np.int64)  # 1 where filled, 0 at left padding and beyond
         self._ids = np.zeros((rows, 1), np.int64)  # the token each row runs next
         self._positions = np.zeros((rows, 1), np.int64)  # and its position
+        # a row whose limit is the context finishes early but runs on with the batch: its position
+        # stays at the last one the model has, and what it computes is never used
+        self._last_position = decoder.config.context_length - 1
 
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         rows, width = input_ids.shape
@@ -47,7 +50,7 @@ class Run:
         self._mask[:, self.past_length] = 1
         self.past_length += 1
         logits = self._one_token()
-        self._positions += 1
+        np.minimum(self._positions + 1, self._last_position, out=self._positions)
         return logits
 
     def verify(self, input_ids: np.ndarray) -> np.ndarray:

@@ -305,3 +305,14 @@ def test_beam_search_cuts_at_stop_strings_like_sampling(model):
             assert full.find(stop) == len(h.text) and full.startswith(h.text)
         else:
             assert stop not in full
+
+
+def test_a_batch_runs_past_a_row_that_the_context_ends(model):
+    """A long prompt's row ends at the context while a short one goes on: each row gets what it
+    gets alone."""
+    long = "First Citizen:\nBefore we proceed any further, hear me speak. "
+    assert 30 < len(model.encode_prompt(long)) < 60
+    settings = dict(temperature=0, max_new_tokens=40, stop_token_ids=())
+    together = model.generate([long, "O"], **settings)
+    assert [r.token_ids for r in together] == [model.generate(p, **settings).token_ids for p in (long, "O")]
+    assert together[0].finish_reason == "length" and len(together[1].token_ids) == 40
