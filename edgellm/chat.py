@@ -1,9 +1,12 @@
 """A conversation with a plain language model: a transcript that the model continues.
 
-Each turn is written as the speaker's name, a colon, a newline and the message, then a blank
-line (the layout of a play, which the Shakespeare model knows). The model answers after
-"{bot}:\\n" and its reply ends at a blank line or when it starts the user's next line. Old
-turns are dropped, oldest first, so that the transcript and the reply fit in the context.
+The transcript is the model folder's chat template (tokenizer_config.json's `chat_template`,
+edgellm/chat_template.py) rendered with the conversation so far, the one template that
+`edgellm serve`, transformers, transformers.js and onnxruntime-genai render too: "System: ..."
+for the system text, then one "NAME: message" line per turn, the user's and the model's names
+passed as the template variables `user_name` and `assistant_name`, then "BOT:" for the model to
+continue. Its reply ends at a blank line or when it starts the user's next line. Old turns are
+dropped, oldest first, so that the transcript and the reply fit in the context.
 
 A task model (translation, question answering) has no conversation: each message is its own
 prompt, wrapped in the task template by the generator, and no history is kept.
@@ -17,6 +20,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+from edgellm import chat_template
 
 
 class Chat:
@@ -40,9 +45,13 @@ class Chat:
         self.config = model.settings(stop_strings=stops, **settings)
         self.turns: list[tuple[str, str]] = []  # (user message, reply)
 
-    def _turn(self, message: str, reply: str | None) -> str:
-        text = f"{self.user}:\n{message}\n\n{self.bot}:\n"
-        return text if reply is None else text + f"{reply}\n\n"
+    def _render(self, turns: list[tuple[str, str]], message: str) -> str:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for user_text, reply in turns:
+            messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
+        messages.append({"role": "user", "content": message})
+        return chat_template.render(self.model.folder.chat_template, messages, user_name=self.user,
+                                    assistant_name=self.bot)
 
     def transcript(self, message: str) -> str:
         """The text the model continues for `message`, with as much history as fits."""
@@ -50,18 +59,12 @@ class Chat:
             return message
         context = self.model.config.context_length
         room = context - min(self.config.max_new_tokens, context // 2)  # tokens the transcript may use
-        encode = self.model.tokenizer.encode
-        new = self._turn(message, None)
-        used = len(encode(self.system + new))
-        kept: list[str] = []
-        for user_text, reply in reversed(self.turns):
-            turn = self._turn(user_text, reply)
-            cost = len(encode(turn))
-            if used + cost > room:
-                break
-            kept.insert(0, turn)
-            used += cost
-        return self.system + "".join(kept) + new
+        kept = list(self.turns)
+        text = self._render(kept, message)
+        while kept and len(self.model.tokenizer.encode(text)) > room:
+            kept.pop(0)
+            text = self._render(kept, message)
+        return text
 
     def send(self, message: str) -> Iterator[str]:
         """Stream the model's reply to `message`; the exchange joins the history at the end."""

@@ -92,17 +92,18 @@ def record(folder: str | Path, task: str, path: str | Path, metrics: dict, comma
     import os
 
     from edgellm import model_card
-    from edgellm.model_folder import CONFIG_FILE
+    from edgellm.model_folder import CONFIG_FILE, EDGELLM_KEY
 
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    doc = config.get(EDGELLM_KEY, config)  # format 2 keeps edgellm's document under one key
     entry = {"task": task, "file": Path(path).as_posix(), "settings": settings or {}, "metrics": metrics,
              "command": command, "date": datetime.date.today().isoformat()}
     same = ("task", "file", "settings")
-    kept = [e for e in config.setdefault("provenance", {}).get("evaluations") or []
+    kept = [e for e in doc.setdefault("provenance", {}).get("evaluations") or []
             if [e.get(k) for k in same] != [entry[k] for k in same]]
-    config["provenance"]["evaluations"] = [*kept, entry]
-    card = model_card.render(folder.name, config, folder)
+    doc["provenance"]["evaluations"] = [*kept, entry]
+    card = model_card.render(folder.name, doc, folder)
     for name, text in ((CONFIG_FILE, json.dumps(config, indent=2, ensure_ascii=False) + "\n"), ("README.md", card)):
         tmp = folder / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")

@@ -65,6 +65,7 @@ def render(name: str, config: dict, folder: Path) -> str:
         f"decode {_fmt(parity.get('max_abs_logit_diff_decode'), '.2e')} (gate {parity.get('atol')})",
         "",
         *_variants_table(prov.get("variants") or {}, config["onnx"].get("weights", "float32")),
+        *_runtimes(config, folder),
         "## Files",
         "",
         "| file | bytes |",
@@ -89,6 +90,24 @@ TEXT_USE = ("A demonstration and test model for edgellm: text in the style of it
 TASK_USE = ("A task model: give it a prompt written like the prompts of its training pairs; the "
             "runtime adds the completion template (config.json's `prompt_template`) and stops at the "
             "end of the completion. It knows only its task and the words of its training data.")
+
+
+def _runtimes(config: dict, folder: Path) -> list[str]:
+    """Which runtimes open the folder (docs/interop.md), and how it came to this format."""
+    opens = ("edgellm; onnxruntime-genai with its own tokenizer, chat template and generator; transformers' "
+             "AutoTokenizer (with the chat template); Optimum's ORTModelForCausalLM; transformers.js; "
+             "onnxruntime-web with a growing cache")
+    if (folder / "model.safetensors").is_file():
+        opens += "; transformers' GPT2LMHeadModel (model.safetensors)"
+    lines = ["## Runtimes", "", f"Folder format {config.get('format_version')}. Opens unchanged in: {opens}; "
+             "greedy ids identical to edgellm's (see docs/interop.md for the lines each needs).", ""]
+    upgrade = config.get("provenance", {}).get("upgrade")
+    if upgrade:
+        lines += [f"Upgraded from format {upgrade.get('from_format_version')} with `{upgrade.get('command')}` "
+                  f"(edgellm {upgrade.get('edgellm')}, onnx {upgrade.get('onnx')}): config.json, "
+                  "tokenizer_config.json, generation_config.json, genai_config.json and model.onnx's dimension "
+                  "names were rewritten; the graph, the weights and the figures above are the export's.", ""]
+    return lines
 
 
 def _evaluations(evaluations: list) -> list[str]:

@@ -1,12 +1,19 @@
 """The model folder: the contract between `edgellm export` and the runtime.
 
     NAME/
-      model.onnx              decoder with KV cache (Hugging Face/Optimum input and output names)
-      config.json             format_version, architecture, special tokens, ONNX names, provenance
+      model.onnx              decoder with KV cache (Hugging Face/Optimum input, output and dimension names)
+      config.json             Hugging Face's keys (model_type gpt2 or llama, n_layer, ...) and edgellm's
+                              document under "edgellm": format_version, architecture, special tokens,
+                              ONNX names, KV-cache layout, provenance
       tokenizer.json          byte-level BPE, Hugging Face format
-      generation_config.json  default sampling settings
+      tokenizer_config.json   tokenizer class, special tokens, model_max_length, chat_template (Jinja)
+      generation_config.json  default sampling settings, Hugging Face's names
       genai_config.json       lets onnxruntime-genai run the same folder
       README.md               model card
+
+Format 1 folders (edgellm's document at the top of config.json, no tokenizer_config.json,
+generation_config.json in edgellm's names) are still read; `edgellm upgrade FOLDER` rewrites
+one into format 2 (docs/interop.md).
 
 Shipped models live in the repository's models/ folder, which is installed as package data
 (`edgellm.models`), so `load("shakespeare")` works from a checkout and from an installed wheel.
@@ -22,13 +29,16 @@ from pathlib import Path
 from edgellm.config import ModelConfig
 from edgellm.generation_config import GenerationConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 GENAI_CONFIG_FILE = "genai_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
+EDGELLM_KEY = "edgellm"  # config.json's key of edgellm's own document (format 2)
 # how model.onnx caches keys and values (config.json's onnx.kv_cache): export/graph/attention.py
 # writes "in_place", edgellm/session.py runs both; folders without the key are "concat"
 KV_CACHES = ("in_place", "concat")
@@ -53,8 +63,10 @@ class ModelFolder:
     path: Path
     config: ModelConfig
     special_tokens: dict  # eos_token_id, bos_token_id, pad_token_id
-    generation: dict  # generation_config.json without its format_version
-    meta: dict  # the whole config.json
+    generation: dict  # generation_config.json in edgellm's names (GenerationConfig's)
+    meta: dict  # edgellm's document: config.json's "edgellm" key (format 1: the whole config.json)
+    chat_template: str  # tokenizer_config.json's Jinja template (format 1: the one format 2 writes)
+    format_version: int = FORMAT_VERSION
 
     @property
     def kv_cache(self) -> str:
@@ -102,27 +114,65 @@ def read(name_or_path: str | Path) -> ModelFolder:
         if not (path / name).is_file():
             raise ValueError(f"Model folder {path} is incomplete: {name} is missing. "
                              "Re-export it with `edgellm export`.")
-    meta = _read_json(path / CONFIG_FILE)
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path / CONFIG_FILE}: format_version must be {FORMAT_VERSION}. "
-                         f"Received: {meta.get('format_version')!r}. Re-export with this edgellm.")
+    config = _read_json(path / CONFIG_FILE)
+    meta = config.get(EDGELLM_KEY, config)  # format 1 kept edgellm's document at the top
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        raise ValueError(f"{path / CONFIG_FILE}: format_version must be one of {list(READABLE_VERSIONS)}. "
+                         f"Received: {version!r}. " + ("Upgrade edgellm (pip install -U edgellm) to read it."
+                                                       if newer else "Re-export it with `edgellm export`."))
     try:
         config = ModelConfig.from_dict(meta["architecture"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path / CONFIG_FILE}: bad architecture section ({error}).") from None
     generation = _read_json(path / GENERATION_CONFIG_FILE)
-    version = generation.pop("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path / GENERATION_CONFIG_FILE}: format_version must be {FORMAT_VERSION}. "
-                         f"Received: {version!r}. Re-export with this edgellm.")
+    if version == 1:
+        old = generation.pop("format_version", 1)
+        if old != 1:
+            raise ValueError(f"{path / GENERATION_CONFIG_FILE}: format_version must be 1 in a format 1 folder. "
+                             f"Received: {old!r}. Re-export with this edgellm.")
+        template = _default_template(meta)
+    else:
+        generation = _from_hf_names(generation)
+        if not (path / TOKENIZER_CONFIG_FILE).is_file():
+            raise ValueError(f"Model folder {path} is incomplete: {TOKENIZER_CONFIG_FILE} is missing. "
+                             "Re-export it with `edgellm export`.")
+        template = _read_json(path / TOKENIZER_CONFIG_FILE).get("chat_template")
+        if not isinstance(template, str):
+            raise ValueError(f"{path / TOKENIZER_CONFIG_FILE}: chat_template must be a Jinja string. "
+                             f"Received: {template!r}. Re-export the model folder.")
     if (path / MODEL_FILE).stat().st_size < 1024:
         raise ValueError(f"{path / MODEL_FILE} is only {(path / MODEL_FILE).stat().st_size} bytes: it is "
                          "truncated or not a model. Re-export the model folder.")
-    folder = ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta)
+    folder = ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta, template, version)
     if folder.kv_cache not in KV_CACHES:
         raise ValueError(f"{path / CONFIG_FILE}: onnx.kv_cache must be one of {', '.join(KV_CACHES)}. "
                          f"Received: {folder.kv_cache!r}. Re-export the model folder.")
     return folder
+
+
+def _default_template(meta: dict) -> str:
+    """The chat template that format 2 writes for this kind of model (a task model or not)."""
+    from edgellm import chat_template
+
+    return chat_template.TASK_TEMPLATE if meta.get("prompt_template") == "completion" else chat_template.TEXT_TEMPLATE
+
+
+def _from_hf_names(doc: dict) -> dict:
+    """generation_config.json in Hugging Face's names -> edgellm's: do_sample false is greedy
+    (temperature 0), eos_token_id the stop ids; the bos and pad ids are config.json's business."""
+    doc = dict(doc)
+    for name in ("bos_token_id", "pad_token_id", "transformers_version", "_from_model_config"):
+        doc.pop(name, None)
+    if doc.pop("do_sample", False) is False:
+        for name in ("temperature", "top_k", "top_p", "min_p", "typical_p"):
+            doc.pop(name, None)
+        doc["temperature"] = 0.0
+    eos = doc.pop("eos_token_id", None)
+    if eos is not None:
+        doc.setdefault("stop_token_ids", [eos] if isinstance(eos, int) else list(eos))
+    return doc
 
 
 def read_tokenizer(folder: ModelFolder):
@@ -165,7 +215,7 @@ def describe(name_or_path: str | Path) -> dict:
         "model": str(name_or_path),
         "path": str(folder.path.resolve()),
         "shipped": folder.path.parent == shipped_models_dir(),
-        "format_version": folder.meta.get("format_version"),
+        "format_version": folder.format_version,
         "architecture": folder.config.to_dict(),
         "kv_cache": folder.kv_cache,
         "parameters": metrics.get("parameters"),

@@ -93,11 +93,14 @@ def read_examples(path: str | Path) -> list[Example]:
 
 
 def template_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    """Encode a user prompt in the task template."""
+    """Encode a user prompt in the task template (chat_template.TASK_TEMPLATE, the chat template
+    of task model folders, rendered with the prompt as one user message)."""
+    from edgellm import chat_template
+
     if COMPLETION_TOKEN not in tokenizer.special_tokens:
         raise ValueError(f"This model's tokenizer has no {COMPLETION_TOKEN} token, so it is not a task "
                          "model. Use a model trained with `edgellm train --examples`.")
-    return tokenizer.encode(prompt) + [tokenizer.special_tokens[COMPLETION_TOKEN]]
+    return chat_template.encode(tokenizer, chat_template.TASK_TEMPLATE, [{"role": "user", "content": prompt}])
 
 
 def complete(model, prompt: str, **settings) -> str:

@@ -6,24 +6,28 @@ Steps: load the checkpoint under the TensorFlow backend; trace `GPT.decode` (the
 forward pass) with an explicit input signature; convert with tf2onnx; run the graph passes of
 export/graph/, in this order: name the dynamic dimensions, store a tied embedding once, fuse
 LayerNorms, let MatMuls take 3-D inputs, and (by default) rewrite each layer's attention into
-GroupQueryAttention so the runtime can cache in place; write the folder's files into a
-temporary folder next to OUT_DIR; check the ONNX model against the Keras model (validate.py);
+GroupQueryAttention so the runtime can cache in place; write the folder's files (folder_files.py:
+config.json, tokenizer_config.json, generation_config.json and genai_config.json, in the names
+transformers, Optimum, transformers.js and onnxruntime-genai read) into a temporary folder next
+to OUT_DIR, with `fmt="hf"` the weights as model.safetensors for transformers' GPT2LMHeadModel
+(hf_weights.py); check the ONNX model against the Keras model (validate.py);
 measure the float32 model and a smaller variant, if asked for (variants.py); only then rename
 the folder into place.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from edgellm import model_folder
+from edgellm.config import ModelConfig
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_OPSET = 17
+FORMATS = ("onnx", "hf")  # hf: also model.safetensors for transformers (exact GPT-2 architectures only)
 
 
 def _import_tensorflow():
@@ -78,7 +82,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-           weights: str = "float32", force: bool = False, kv_cache: str = "in_place") -> dict:
+           weights: str = "float32", force: bool = False, kv_cache: str = "in_place", fmt: str = "onnx") -> dict:
     """Export a training checkpoint to a validated model folder. Returns config.json's provenance.
 
     Args:
@@ -89,6 +93,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         force: replace `out_dir` if it exists.
         kv_cache: "in_place" (GroupQueryAttention, onnxruntime only; the runtime updates one
             preallocated cache) or "concat" (standard ONNX operators; the cache is copied each step).
+        fmt: "onnx", or "hf" to add model.safetensors for transformers' GPT2LMHeadModel (refused for
+            an architecture that is not exactly GPT-2's).
 
     Example:
         >>> provenance = export("runs/tiny", "models/tiny")
@@ -98,9 +104,11 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     import onnx
 
     from edgellm import model_card
-    from edgellm.export import validate, variants
+    from edgellm.export import folder_files, hf_weights, validate, variants
     from edgellm.training import checkpoint
 
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}. Received: format={fmt!r}")
     if weights not in variants.VARIANTS:
         raise ValueError(f"weights must be one of {variants.VARIANTS}. Received: weights={weights!r}")
     if kv_cache not in model_folder.KV_CACHES:
@@ -108,7 +116,9 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
-    checkpoint.load_meta(checkpoint_dir)  # clear errors before TensorFlow starts
+    meta = checkpoint.load_meta(checkpoint_dir)  # clear errors before TensorFlow starts
+    if fmt == "hf":
+        hf_weights.check_architecture(ModelConfig.from_dict(meta["architecture"]))
     _import_tensorflow()
     model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
     proto = to_onnx(model, opset, kv_cache)
@@ -125,16 +135,12 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         sampling = ({"max_new_tokens": model.config.context_length, "temperature": 0.0}  # a task: greedy
                     if meta.get("task_examples") else
                     {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "top_p": 0.95})
-        _write(tmp / model_folder.GENERATION_CONFIG_FILE, {
-            "format_version": model_folder.FORMAT_VERSION, **sampling, "stop_token_ids": [eos]})
-        _write(tmp / model_folder.GENAI_CONFIG_FILE, genai_config(model.config, special, kv_cache))
         provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
                       "data": meta.get("data"), "training": meta.get("training"),
                       "metrics": meta.get("metrics"), "data_licences": _data_licences(meta.get("data") or []),
                       "versions": {**meta.get("versions", {}), **_export_versions()}}
-        config = {
+        config = {  # edgellm's document: config.json's "edgellm" key
             "format_version": model_folder.FORMAT_VERSION,
-            "model_type": "edgellm-gpt",
             "architecture": model.config.to_dict(),
             "special_tokens": special,
             "onnx": {"file": model_folder.MODEL_FILE, "opset": opset, "weights": weights, "kv_cache": kv_cache,
@@ -145,7 +151,9 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         }
         if meta.get("task_examples"):  # a task model: the runtime wraps prompts in its template
             config["prompt_template"] = "completion"
-        _write(tmp / model_folder.CONFIG_FILE, config)
+        folder_files.write(tmp, model.config, tokenizer, config, {**sampling, "stop_token_ids": [eos]})
+        if fmt == "hf":
+            hf_weights.save(model, tmp)
 
         # the gate runs on the float32 graph; a smaller variant is then measured against it
         provenance["parity"] = validate.check_parity(model, tmp)  # raises on mismatch
@@ -157,7 +165,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
             variants.make_variant(float32_file, tmp / model_folder.MODEL_FILE, weights)
             figures[weights] = variants.measure(tmp, windows)
         provenance["variants"] = figures
-        _write(tmp / model_folder.CONFIG_FILE, config)
+        folder_files.write_config(tmp, model.config, config)
         curve = Path(checkpoint_dir) / "loss_curve.png"
         if curve.is_file():
             shutil.copy(curve, tmp / "loss_curve.png")
@@ -186,39 +194,6 @@ def _data_licences(files: list[str]) -> dict:
     return found
 
 
-def genai_config(cfg, special: dict, kv_cache: str = "in_place") -> dict:
-    """onnxruntime-genai's description of the same folder (model type "decoder"); an in-place
-    graph lets it share one buffer between past and present too."""
-    return {
-        "model": {
-            "type": "decoder",
-            "context_length": cfg.context_length,
-            "vocab_size": cfg.vocab_size,
-            **special,
-            "decoder": {
-                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-                "filename": model_folder.MODEL_FILE,
-                "head_size": cfg.head_dim,
-                "hidden_size": cfg.hidden_size,
-                "num_attention_heads": cfg.num_heads,
-                "num_key_value_heads": cfg.kv_heads,
-                "num_hidden_layers": cfg.num_layers,
-                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
-                           "position_ids": "position_ids",
-                           "past_key_names": "past_key_values.%d.key",
-                           "past_value_names": "past_key_values.%d.value"},
-                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
-                            "present_value_names": "present.%d.value"},
-            },
-        },
-        "search": {"do_sample": False, "max_length": cfg.context_length, "min_length": 0,
-                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": kv_cache == "in_place",
-                   "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0,
-                   "early_stopping": True, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
-                   "diversity_penalty": 0.0},
-    }
-
-
 def _export_versions() -> dict:
     import onnx
     import onnxruntime
@@ -227,7 +202,3 @@ def _export_versions() -> dict:
 
     return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__}
-
-
-def _write(path: Path, doc: dict) -> None:
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

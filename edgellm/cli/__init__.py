@@ -41,8 +41,11 @@ def main():
               help="in_place: attention as onnxruntime's GroupQueryAttention, which updates one preallocated "
                    "cache (fast late in a long context). concat: standard ONNX operators only, for other "
                    "ONNX runtimes; the cache is copied each step.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "hf"]), default="onnx", show_default=True,
+              help="hf: also write model.safetensors, so transformers' GPT2LMHeadModel loads the folder "
+                   "(architectures that are exactly GPT-2's only).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
-def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, force):
+def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
     """Export a training CHECKPOINT to a validated ONNX model folder OUT_DIR.
 
     The float32 ONNX model (with KV cache) is checked against the Keras model before anything
@@ -56,11 +59,26 @@ def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, force):
     weights = "int8" if quantize else "float16" if fp16 else "float32"
     from edgellm.export.onnx_export import export as run_export
 
-    parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force, kv_cache=kv_cache)["parity"]
+    parity = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force, kv_cache=kv_cache,
+                        fmt=fmt)["parity"]
     click.echo(f"wrote {out_dir} (max logit difference vs Keras: prefill "
                f"{parity['max_abs_logit_diff_prefill']:.1e}, decode {parity['max_abs_logit_diff_decode']:.1e})",
                err=True)
     click.echo(out_dir)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+def upgrade(folder):
+    """Rewrite a format 1 model FOLDER in place into the current format: config.json,
+    tokenizer_config.json, generation_config.json, genai_config.json and model.onnx's dimension
+    names, so transformers, Optimum, transformers.js and onnxruntime-genai open it. The weights
+    and the graph stay as they are; greedy ids are checked to be unchanged. Needs onnx (train extra).
+    """
+    from edgellm.export.upgrade import upgrade as run_upgrade
+
+    run_upgrade(folder)
+    click.echo(folder)
 
 
 @main.command(context_settings=CONTEXT)

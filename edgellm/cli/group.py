@@ -22,7 +22,7 @@ import errno
 import click
 
 # the pip extra each command needs beyond the runtime's numpy and onnxruntime
-EXTRAS = {"train": "train", "export": "train", "serve": "serve"}
+EXTRAS = {"train": "train", "export": "train", "upgrade": "train", "serve": "serve"}
 
 
 class Group(click.Group):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgellm import constraints
+from edgellm import chat_template, constraints
 
 # OpenAI name -> edgellm GenerationConfig name. top_k, min_p and repetition_penalty are not
 # OpenAI's but vLLM and llama.cpp accept them too; the openai client sends them with extra_body.
@@ -138,21 +138,22 @@ def task_message(messages: list) -> str:
     return _content_text(messages[0].get("content"), 0)
 
 
-def render_chat(messages: list) -> str:
-    """The chat template: "System: ...\\nUser: ...\\nAssistant:" (see CHAT_ROLES).
+def render_chat(messages: list, template: str = chat_template.TEXT_TEMPLATE) -> str:
+    """The messages rendered by the chat template (edgellm/chat_template.py, the one model folders
+    carry): "System: ...\\nUser: ...\\nAssistant:" (see CHAT_ROLES).
 
     Example:
         >>> render_chat([{"role": "user", "content": "Hello"}])
         'User: Hello\\nAssistant:'
     """
-    lines = []
+    checked = []
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in CHAT_ROLES:
             raise RequestError(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}. Received: {_short(role)}",
                                f"messages[{i}].role")
-        lines.append(f"{CHAT_ROLES[role]}: {_content_text(message.get('content'), i)}")
-    return "\n".join(lines) + "\nAssistant:"
+        checked.append({"role": role, "content": _content_text(message.get("content"), i)})
+    return chat_template.render(template, checked)
 
 
 def _content_text(content, i: int) -> str:

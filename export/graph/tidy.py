@@ -1,8 +1,9 @@
 """Two fixes to the graph tf2onnx writes, for the model folder's contract and its size.
 
 - `name_dimensions`: tf2onnx names the dynamic dimensions `unk__N`; the folder's graph carries
-  Optimum's names (`batch`, `sequence`, `past_sequence`, `total_sequence`), which other loaders
-  (transformers.js sizes its empty cache by them) read.
+  Optimum's names (`batch_size`, `sequence_length`, `past_sequence_length`,
+  `total_sequence_length`), which other loaders read (transformers.js sizes its empty cache by
+  `batch_size`, and by no other name).
 - `share_transposed_weights`: TensorFlow folds the transpose of a tied output embedding into a
   second constant, doubling the embedding's bytes in model.onnx; it is stored once.
 """
@@ -11,20 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 
+BATCH, SEQUENCE, PAST, TOTAL = "batch_size", "sequence_length", "past_sequence_length", "total_sequence_length"
+
 
 def name_dimensions(proto, cfg) -> int:
     """Replace the inputs' and outputs' dimensions by Optimum's names or the config's sizes.
     Returns how many graph inputs and outputs were named."""
     dims = {
-        "input_ids": ["batch", "sequence"],
-        "position_ids": ["batch", "sequence"],
-        "attention_mask": ["batch", "total_sequence"],
-        "logits": ["batch", "sequence", cfg.vocab_size],
+        "input_ids": [BATCH, SEQUENCE],
+        "position_ids": [BATCH, SEQUENCE],
+        "attention_mask": [BATCH, TOTAL],
+        "logits": [BATCH, SEQUENCE, cfg.vocab_size],
     }
     for i in range(cfg.num_layers):
         for kind in ("key", "value"):
-            dims[f"past_key_values.{i}.{kind}"] = ["batch", cfg.kv_heads, "past_sequence", cfg.head_dim]
-            dims[f"present.{i}.{kind}"] = ["batch", cfg.kv_heads, "total_sequence", cfg.head_dim]
+            dims[f"past_key_values.{i}.{kind}"] = [BATCH, cfg.kv_heads, PAST, cfg.head_dim]
+            dims[f"present.{i}.{kind}"] = [BATCH, cfg.kv_heads, TOTAL, cfg.head_dim]
     values = list(proto.graph.input) + list(proto.graph.output)
     for value in values:
         shape = value.type.tensor_type.shape
