@@ -36,7 +36,7 @@ def test_kv_cache_layouts_in_the_graph(tiny_folder, tiny_concat_folder):
         assert attention in ops and ("GroupQueryAttention" in ops) == (layout == "in_place")
         # export/graph's fusions ran: norms are LayerNormalization, not tf2onnx's mean/variance chain
         assert "LayerNormalization" in ops and "GlobalAveragePool" not in ops
-        onnx_meta = json.loads((folder / "config.json").read_text())["onnx"]
+        onnx_meta = json.loads((folder / "config.json").read_text())["edgellm"]["onnx"]
         assert onnx_meta["kv_cache"] == layout and onnx_meta["capacity_mask"] == (layout == "in_place")
         genai = json.loads((folder / "genai_config.json").read_text())
         assert genai["search"]["past_present_share_buffer"] == (layout == "in_place")
@@ -88,7 +88,7 @@ def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path
     from edgellm.export.onnx_export import export
 
     provenance = export(tiny_checkpoint, tmp_path / weights, weights=weights)
-    config = json.loads((tmp_path / weights / "config.json").read_text())
+    config = json.loads((tmp_path / weights / "config.json").read_text())["edgellm"]
     assert config["onnx"]["weights"] == weights
     figures = provenance["variants"]
     assert set(figures) == {"float32", weights}
@@ -177,8 +177,20 @@ def test_alibi_positions_export_with_parity_on_padded_batches(corpus_file, tmp_p
     train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "positions": "alibi"})
     export(tmp_path / "ckpt", tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["architecture"]["position_embedding"] == "alibi"
+    assert config["edgellm"]["architecture"]["position_embedding"] == "alibi"
+    assert config["model_type"] == "gpt2" and "architectures" not in config  # no GPT2LMHeadModel twin
     assert load(tmp_path / "model").generate("ROMEO:", temperature=0.0, max_new_tokens=5).token_ids
+    # --format hf has no GPT-2 equivalent to write: one line, before TensorFlow starts, no folder
+    with pytest.raises(ValueError, match="--format hf needs an architecture that is exactly GPT-2's. "
+                                         "Received: position_embedding='alibi'"):
+        export(tmp_path / "ckpt", tmp_path / "hf", fmt="hf")
+    from click.testing import CliRunner
+
+    from edgellm.cli import main
+    out = CliRunner().invoke(main, ["export", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--format", "hf"])
+    assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
+    assert out.output.startswith("Error: --format hf needs an architecture that is exactly GPT-2's")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_the_graph_passes_run_in_the_documented_order():

@@ -49,8 +49,9 @@ def test_defaults_come_from_generation_config_json(model, tiny_folder):
     import json
 
     saved = json.loads((tiny_folder / "generation_config.json").read_text())
+    assert saved["do_sample"] is True  # Hugging Face's names
     assert model.defaults.temperature == saved["temperature"] and model.defaults.top_k == saved["top_k"]
-    assert model.defaults.stop_token_ids == tuple(saved["stop_token_ids"])
+    assert model.defaults.stop_token_ids == (saved["eos_token_id"],)
 
 
 def test_batched_rows_equal_single_prompts(model):

@@ -88,7 +88,7 @@ def test_info_describes_the_folder(tiny_folder):
     out = run("info", tiny_folder, "--json")
     assert out.exit_code == 0, out.output
     details = json.loads(out.stdout)
-    assert details["architecture"]["vocab_size"] == 384 and details["format_version"] == 1
+    assert details["architecture"]["vocab_size"] == 384 and details["format_version"] == 2
     assert details["kv_cache"] == "in_place"
     assert "model.onnx" in details["files"] and details["generation_defaults"]["temperature"] > 0
 
@@ -134,7 +134,7 @@ def test_chat_history_fits_the_context(tiny_folder):
         assert "\n\n" not in reply
     transcript = chat.transcript("Farewell.")
     assert len(model.tokenizer.encode(transcript)) <= model.config.context_length - 4
-    assert transcript.endswith("ROMEO:\nFarewell.\n\nJULIET:\n") and "ROMEO:\nHi 11.\n" in transcript
+    assert transcript.endswith("ROMEO: Farewell.\nJULIET:") and "ROMEO: Hi 11.\n" in transcript
     assert "Hi 0." not in transcript  # the oldest turns were dropped
 
 

@@ -28,7 +28,7 @@ def test_shipped_model_is_small_and_documented():
     folder = model_folder.resolve("shakespeare")
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size < 20e6
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())["edgellm"]
     provenance = config["provenance"]
     assert provenance["command"].startswith("edgellm train data/tinyshakespeare/input.txt")
     card = (folder / "README.md").read_text()
@@ -43,7 +43,7 @@ def test_shipped_translation_model_translates_held_out_sentences():
     from edgellm.tasks import evaluate, read_examples
 
     folder = model_folder.resolve("en-fr")
-    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    provenance = json.loads((folder / "config.json").read_text())["edgellm"]["provenance"]
     greedy = next(e for e in provenance["evaluations"] if e["settings"] == {"decoding": "greedy"})
     assert greedy["file"] == "data/tatoeba-fra-eng/test.tsv" and greedy["metrics"]["chrf"] >= 50
     card = (folder / "README.md").read_text()
@@ -62,7 +62,7 @@ def test_shipped_qa_model_answers_held_out_questions(tmp_path):
     from edgellm.tasks import evaluate, read_examples
 
     folder = model_folder.resolve("babi-qa1")
-    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    provenance = json.loads((folder / "config.json").read_text())["edgellm"]["provenance"]
     greedy = next(e for e in provenance["evaluations"] if e["settings"] == {"decoding": "greedy"})
     assert greedy["file"] == "data/babi-qa1/test.jsonl" and greedy["metrics"]["exact_match"] >= 0.99
     assert greedy["metrics"]["examples"] == 999  # distinct prompts: two of the 1,000 questions are the same

@@ -67,10 +67,10 @@ def test_task_model_folder_applies_the_template(task_folder):
 
     ops = [n.op_type for n in onnx.load(str(task_folder / "model.onnx")).graph.node]
     assert "LayerNormalization" in ops and "GlobalAveragePool" not in ops  # norms with a bias, fused
-    config = json.loads((task_folder / "config.json").read_text())
+    config = json.loads((task_folder / "config.json").read_text())["edgellm"]
     assert config["prompt_template"] == "completion"
     defaults = json.loads((task_folder / "generation_config.json").read_text())
-    assert defaults["temperature"] == 0.0 and defaults["max_new_tokens"] == 192  # greedy, up to the context
+    assert defaults["do_sample"] is False and defaults["max_new_tokens"] == 192  # greedy, up to the context
     model = load(task_folder)
     assert model.task_template and COMPLETION_TOKEN in model.tokenizer.special_tokens
     prompt = "Mary moved to the bathroom.\nWhere is Mary?"
@@ -87,7 +87,7 @@ def test_eval_qa_through_the_cli_and_record_it_in_the_model_card(task_folder, ba
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "qa" and metrics["examples"] == 12 and 0.0 <= metrics["exact_match"] <= 1.0
     assert metrics["too_long"] == 0  # every bAbI test prompt fits in the context
-    kept = json.loads((task_folder / "config.json").read_text())["provenance"]["evaluations"]
+    kept = json.loads((task_folder / "config.json").read_text())["edgellm"]["provenance"]["evaluations"]
     assert [e["metrics"] for e in kept] == [metrics] and kept[0]["settings"] == {"decoding": "greedy"}
     card = (task_folder / "README.md").read_text()
     assert "## Evaluation: qa on" in card and ", decoding greedy (" in card and f"| exact_match | {metrics['exact_match']:.4f} |" in card
@@ -96,7 +96,7 @@ def test_eval_qa_through_the_cli_and_record_it_in_the_model_card(task_folder, ba
 
     record(task_folder, "qa", babi / "test.jsonl", metrics, "again", {"decoding": "greedy"})  # replaces
     record(task_folder, "qa", babi / "test.jsonl", metrics, "beams", {"decoding": "beam search, 2 beams"})
-    kept = json.loads((task_folder / "config.json").read_text())["provenance"]["evaluations"]
+    kept = json.loads((task_folder / "config.json").read_text())["edgellm"]["provenance"]["evaluations"]
     assert [e["command"] for e in kept] == ["again", "beams"]
     card = (task_folder / "README.md").read_text()
     assert "### Data licence" in card and "> (10,000 train and 1,000 test questions). Licence: Creative Commons Attribution 3.0" in card
