@@ -29,12 +29,12 @@ def test_model_folder_follows_the_contract(tiny_folder):
     graph = onnx.load(tiny_folder / "model.onnx").graph
     inputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
     outputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.output}
-    assert inputs["input_ids"] == ["batch", "sequence"]
-    assert inputs["attention_mask"] == ["batch", "total_sequence"]
-    assert inputs["position_ids"] == ["batch", "sequence"]
-    assert inputs["past_key_values.1.value"] == ["batch", 2, "past_sequence", 32]
-    assert outputs["logits"] == ["batch", "sequence", 384]
-    assert outputs["present.0.key"] == ["batch", 2, "total_sequence", 32]
+    assert inputs["input_ids"] == ["batch_size", "sequence_length"]  # Optimum's names
+    assert inputs["attention_mask"] == ["batch_size", "total_sequence_length"]
+    assert inputs["position_ids"] == ["batch_size", "sequence_length"]
+    assert inputs["past_key_values.1.value"] == ["batch_size", 2, "past_sequence_length", 32]
+    assert outputs["logits"] == ["batch_size", "sequence_length", 384]
+    assert outputs["present.0.key"] == ["batch_size", 2, "total_sequence_length", 32]
     assert sorted(inputs) == sorted(model_folder.input_names(2))
 
 
