@@ -69,7 +69,10 @@ def encode(tokenizer, template: str, messages: list[dict], add_generation_prompt
     ids, the messages' contents are plain text (see the module docstring).
 
     Example:
-        >>> encode(tokenizer, TASK_TEMPLATE, [{"role": "user", "content": "Go."}])[-1]  # <|completion|>
+        >>> tokenizer = edgellm.load("en-fr").tokenizer
+        >>> ids = encode(tokenizer, TASK_TEMPLATE, [{"role": "user", "content": "English: Go.\\nFrench:"}])
+        >>> ids[-1] == tokenizer.special_tokens["<|completion|>"]
+        True
     """
     marked = [{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)]
     layout = render(template, marked, add_generation_prompt, **variables)
