@@ -71,7 +71,7 @@ def reference(folder: Path) -> list[dict]:
             rendered = chat_template.render(model.folder.chat_template, case["messages"])
             ids = chat_template.encode(model.tokenizer, model.folder.chat_template, case["messages"])
             if model.task_template:  # the task template `generate` applies is the chat template
-                assert ids == model.prompt_ids(case["messages"][0]["content"])
+                assert ids == model.encode_prompt(case["messages"][0]["content"])
         else:
             rendered, ids = None, model.tokenizer.encode(case["text"])
         settings = model.settings(temperature=0.0, max_new_tokens=case["new_tokens"])
