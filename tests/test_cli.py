@@ -91,6 +91,7 @@ def library_errors(tmp_path, folder) -> dict:
         "tokenize": (["tokenize", "hi", "--tokenizer", text], "it is not UTF-8 JSON"),
         "tokenizer": (["tokenizer", "train", text, "--vocab-size", "100"], "vocab_size must be at least 256 + 1"),
         "export": (["export", tmp_path, tmp_path / "out"], "Not an edgellm checkpoint"),
+        "upgrade": (["upgrade", folder], "is already a format 2 folder: nothing to upgrade"),
         "train": (["train", text, "--out", tmp_path / "run", "--heads", "3", "--width", "32"],
                   "width must be divisible by heads. Received: width=32, heads=3"),
         "serve": (["serve", "no-such-model", "--port", "0"], "No model folder or shipped model named"),
