@@ -124,9 +124,9 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
         **settings: generation settings (e.g. num_beams=4); greedy unless told.
 
     Example:
-        >>> metrics = evaluate(edgellm.load("summarize"), read_examples("test.jsonl.gz"), "summarization")
-        >>> sorted(metrics)
-        ['chrf', 'examples', 'rouge1', 'rouge2', 'rougeL', 'task', 'too_long']
+        >>> pairs = [Example("English: I like cats.\\nFrench:", "J'aime les chats.")]
+        >>> sorted(evaluate(edgellm.load("en-fr"), pairs, "translation"))
+        ['bleu', 'chrf', 'examples', 'task', 'too_long']
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
