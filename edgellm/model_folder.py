@@ -154,7 +154,7 @@ def read(name_or_path: str | Path) -> ModelFolder:
 
 def _default_template(meta: dict) -> str:
     """The chat template that format 2 writes for this kind of model (a task model or not)."""
-    from edgellm import chat_template
+    from edgellm.chat import template as chat_template
 
     return chat_template.TASK_TEMPLATE if meta.get("prompt_template") == "completion" else chat_template.TEXT_TEMPLATE
 

@@ -95,7 +95,7 @@ def read_examples(path: str | Path) -> list[Example]:
 def template_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """Encode a user prompt in the task template (chat_template.TASK_TEMPLATE, the chat template
     of task model folders, rendered with the prompt as one user message)."""
-    from edgellm import chat_template
+    from edgellm.chat import template as chat_template
 
     if COMPLETION_TOKEN not in tokenizer.special_tokens:
         raise ValueError(f"This model's tokenizer has no {COMPLETION_TOKEN} token, so it is not a task "

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgellm import chat_template, model_folder
+from edgellm import model_folder
+from edgellm.chat import template as chat_template
 from edgellm.tasks import COMPLETION_TOKEN, END_TOKEN
 
 LAYER_NORM_EPSILON = 1e-5  # training/model.py's LayerNormalization

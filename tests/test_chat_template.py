@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgellm import chat_template, jinja
+from edgellm import jinja
+from edgellm.chat import template as chat_template
 from edgellm.generator import load
 
 jinja2 = pytest.importorskip("jinja2")

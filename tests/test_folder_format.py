@@ -9,7 +9,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgellm import chat_template, model_folder
+from edgellm import model_folder
+from edgellm.chat import template as chat_template
 from edgellm.cli import main
 from edgellm.generator import load
 

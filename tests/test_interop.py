@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import edgellm
-from edgellm import chat_template, model_folder
+from edgellm import model_folder
+from edgellm.chat import template as chat_template
 
 pytestmark = pytest.mark.interop
 

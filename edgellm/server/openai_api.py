@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgellm import chat_template, constraints
+from edgellm import constraints
+from edgellm.chat import template as chat_template
 
 # OpenAI name -> edgellm GenerationConfig name. top_k, min_p and repetition_penalty are not
 # OpenAI's but vLLM and llama.cpp accept them too; the openai client sends them with extra_body.
@@ -139,7 +140,7 @@ def task_message(messages: list) -> str:
 
 
 def render_chat(messages: list, template: str = chat_template.TEXT_TEMPLATE) -> str:
-    """The messages rendered by the chat template (edgellm/chat_template.py, the one model folders
+    """The messages rendered by the chat template (edgellm/chat/template.py, the one model folders
     carry): "System: ...\\nUser: ...\\nAssistant:" (see CHAT_ROLES).
 
     Example:

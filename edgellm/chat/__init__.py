@@ -1,7 +1,7 @@
 """A conversation with a plain language model: a transcript that the model continues.
 
 The transcript is the model folder's chat template (tokenizer_config.json's `chat_template`,
-edgellm/chat_template.py) rendered with the conversation so far, the one template that
+edgellm/chat/template.py) rendered with the conversation so far, the one template that
 `edgellm serve`, transformers, transformers.js and onnxruntime-genai render too: "System: ..."
 for the system text, then one "NAME: message" line per turn, the user's and the model's names
 passed as the template variables `user_name` and `assistant_name`, then "BOT:" for the model to
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgellm import chat_template
+from edgellm.chat import template as chat_template
 
 
 class Chat:
