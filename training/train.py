@@ -42,14 +42,13 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         **options: any TrainOptions field (options.py), e.g. steps=1000, lr=1e-3.
 
     Example:
-        >>> metrics = train(["data/tinyshakespeare/input.txt"], "runs/tiny", steps=20, layers=1,
-        ...                 width=32, heads=2, context=32, vocab_size=300, verbose=0)
+        >>> metrics = train(["data/tinyshakespeare/input.txt"], "runs/tiny", steps=20, num_layers=1,
+        ...                 hidden_size=32, num_heads=2, context_length=32, vocab_size=300, verbose=0)
         >>> metrics["val_loss"] > 0
         True
     """
     import keras
 
-    from edgellm.config import ModelConfig
     from edgellm.tokenizer import Tokenizer
     from edgellm.training import checkpoint, data, distribute, fine_tune, optim
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
@@ -79,7 +78,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         if files:
             raise ValueError(f"Pass text files or examples, not both. Received: {files} and "
                              f"examples={opts.examples!r}")
-        tokenizer, task, fingerprint = tasks.prepare(opts.examples, tokenizer, opts.vocab_size, opts.context,
+        tokenizer, task, fingerprint = tasks.prepare(opts.examples, tokenizer, opts.vocab_size, opts.context_length,
                                                      opts.val_fraction, opts.too_long)
         _check_same_data(previous, fingerprint, out_dir, opts.examples)
         _log(verbose, f"{len(task.train):,} train examples, {len(task.val[0]):,} validation examples, "
@@ -88,7 +87,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
         def batches(start, length):
             return tasks.ExampleBatches(task.train, opts.batch_size, opts.seed, tokenizer.eos_token_id,
-                                        opts.context, start, length, prompt_weight=opts.prompt_loss_weight)
+                                        opts.context_length, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
@@ -99,19 +98,15 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         fingerprint = ids.fingerprint
         _check_same_data(previous, fingerprint, out_dir, files)
         _log(verbose, f"data: {len(ids.train):,} train tokens, {len(ids.val):,} validation tokens")
-        data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed)  # checks the length
-        validation = data.validation_windows(ids.val, opts.context, opts.eval_tokens)
+        data.WindowBatches(ids.train, opts.context_length, opts.batch_size, opts.seed)  # checks the length
+        validation = data.validation_windows(ids.val, opts.context_length, opts.eval_tokens)
         targets = validation[1]
         val_tokens_per_char = targets.size / max(1, len(tokenizer.decode(targets.reshape(-1).tolist())))
 
         def batches(start, length):
-            return data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed, start, length)
+            return data.WindowBatches(ids.train, opts.context_length, opts.batch_size, opts.seed, start, length)
 
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
-                         num_layers=opts.layers, num_heads=opts.heads, num_kv_heads=opts.kv_heads,
-                         hidden_size=opts.width,
-                         dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings,
-                         position_embedding=opts.positions)
+    config = options_lib.model_config(opts, tokenizer.vocab_size)
     history = checkpoint.read_history(out_dir) if previous else []
     state = (previous or {}).get("state", {})
     with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
@@ -133,7 +128,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
-        control = RunControl(opts.batch_size * opts.context, opts.grad_accum, opts.time_budget, started)
+        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
                          *_tensorboard(out_dir, opts.tensorboard, verbose), *(callbacks or [])]
@@ -191,7 +186,7 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
         "command": command,
         "training": opts.to_dict(),
         "metrics": {
-            "steps": last.get("step"), "tokens_seen": control.position * opts.batch_size * opts.context,
+            "steps": last.get("step"), "tokens_seen": control.position * opts.batch_size * opts.context_length,
             "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
             "val_perplexity": last.get("val_perplexity"), "val_loss_per_char": last.get("val_loss_per_char"),
             "tokens_per_sec": last.get("tokens_per_sec"), "train_seconds": last.get("seconds"),
