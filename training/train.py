@@ -47,10 +47,15 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         >>> metrics["val_loss"] > 0
         True
     """
+    with contextlib.ExitStack() as stack:
+        return _train(stack, files, out, resume, force, verbose, callbacks, command, options)
+
+
+def _train(stack, files, out, resume, force, verbose, callbacks, command, options) -> dict:
     import keras
 
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import checkpoint, data, distribute, fine_tune, optim
+    from edgellm.training import checkpoint, cluster as cluster_lib, data, distribute, fine_tune, optim
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
     from edgellm.training.model import build_model
 
@@ -59,7 +64,14 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     opts = options_lib.resolve(options, previous and previous["training"])
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
-    checkpoint.check_writable(out_dir)
+    cluster = _cluster(opts, verbose)
+    # the chief (or a single process) writes to --out; other workers to a folder removed at the end
+    place = stack.enter_context(cluster_lib.writing_place(out_dir, cluster))
+    if cluster is not None:
+        _log(verbose, f"worker {cluster.index} of {cluster.count} ({cluster.address}): " + (
+            f"the chief, writes {out_dir}" if cluster.chief else f"writes to {place} (removed at the end); "
+            "the chief, worker 0, writes the checkpoint"))
+    checkpoint.check_writable(place)
     keras.utils.set_random_seed(opts.seed)
 
     fine_tuning = bool(opts.init) and not previous  # a resumed fine-tuning run restores its own state
@@ -109,9 +121,12 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     config = options_lib.model_config(opts, tokenizer.vocab_size)
     history = checkpoint.read_history(out_dir) if previous else []
     state = (previous or {}).get("state", {})
-    with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
-        if replicas > 1:  # every validation batch must split evenly over the devices
-            validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
+    with distribute.data_parallel(opts.distribute, opts.batch_size, cluster) as parallel:
+        replicas = parallel.replicas
+        position = (previous or {}).get("state", {}).get("micro_step", 0)
+        parallel.agree({**{k: v for k, v in opts.to_dict().items() if k not in cluster_lib.PER_WORKER},
+                        "data": fingerprint, "resume_step": position // opts.grad_accum})
+        validation = parallel.validation(validation)  # every batch splits evenly over the replicas
         model = build_model(config, opts.precision, opts.attention, opts.init_std)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
@@ -121,6 +136,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
+        parallel.prepare(model, batches(0, 1)[0])
         if fine_tuning:
             fine_tune.load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
@@ -131,13 +147,13 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
-                         *_tensorboard(out_dir, opts.tensorboard, verbose), *(callbacks or [])]
+                         *_tensorboard(place, opts.tensorboard, verbose), *(callbacks or [])]
 
         saved = []
 
         def save():
             meta = _meta(opts, files, command, history, model, fingerprint, control, keras)
-            checkpoint.save(out_dir, model, tokenizer, meta, history)
+            checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 
         total = opts.steps * opts.grad_accum  # micro-batches
@@ -147,12 +163,13 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                              f"{position // opts.grad_accum}. Received: steps={opts.steps}. "
                              "Raise --steps to go on.")
         try:
-            with _stop_on_ctrl_c(control, verbose):
+            with _stop_on_ctrl_c(control, verbose, alone=parallel.workers == 1):
                 while position < total and not (control.expired or control.interrupted):
                     end = min(total, (position // interval + 1) * interval)
                     control.begin(position)
-                    model.fit(batches(position, end - position), epochs=math.ceil(total / interval), initial_epoch=position // interval,
-                              validation_data=validation, validation_batch_size=opts.batch_size,
+                    model.fit(parallel.train_input(batches(position, end - position)), steps_per_epoch=end - position,
+                              epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              validation_data=validation, validation_batch_size=parallel.validation_batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
                               callbacks=fit_callbacks, verbose=verbose)
                     position = control.position
@@ -162,14 +179,42 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                     if history else "no checkpoint was written yet")
             raise LossNotFinite(f"Training stopped: {error}; {kept}. Lower --lr or --clip-norm, raise "
                                 "--warmup, or use --precision float32, then continue with --resume.") from None
+        except Exception as error:
+            if parallel.workers == 1 or not distribute.lost_worker(error):
+                raise
+            kept = f"step {history[-1]['step']}" if history else "none yet"
+            raise distribute.WorkerLost(
+                f"Training stopped: {cluster_lib.lost_workers(str(error), cluster)} stopped or cannot be "
+                f"reached ({type(error).__name__}). The last checkpoint ({kept}) is in {out_dir}. Restart "
+                "every worker with --resume.") from None
     if control.interrupted:
         _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. Continue with: "
                 f"edgellm train --out {out_dir} --resume" if saved else "interrupted before the first step")
         raise KeyboardInterrupt
     metrics = _meta(opts, files, command, history, model, fingerprint, control, keras)["metrics"]
     _log(verbose, f"step {metrics['steps']}: val loss {metrics['val_loss']:.4f} "
-                  f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}")
+                  f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}"
+                  + ("" if place == out_dir else " (the chief's)"))
     return metrics
+
+
+def _cluster(opts, verbose: int):
+    """The cluster of a multiworker run (TF_CONFIG), checked; None for one process."""
+    import keras
+
+    from edgellm.training import cluster as cluster_lib
+
+    cluster = cluster_lib.from_environment()
+    if opts.distribute != "multiworker":
+        if cluster is not None:
+            _log(verbose, f"TF_CONFIG is set but --distribute is {opts.distribute}: training in this process alone")
+        return None
+    if cluster is not None and (cluster.chief or keras.backend.backend() == "tensorflow"):
+        cluster_lib.check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
+    if cluster is not None and cluster.count > 1 and opts.time_budget is not None:
+        raise ValueError(f"--time-budget cannot be used with several workers: each would stop at another step. "
+                         f"Received: time_budget={opts.time_budget}, {cluster.count} workers. Set --steps instead.")
+    return cluster
 
 
 def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
@@ -215,9 +260,11 @@ def _tensorboard(out_dir: Path, enabled: bool, verbose: int) -> list:
 
 
 @contextlib.contextmanager
-def _stop_on_ctrl_c(control, verbose: int):
-    """First Ctrl-C: finish the step, validate, save, then raise KeyboardInterrupt. Second: quit."""
-    if threading.current_thread() is not threading.main_thread():
+def _stop_on_ctrl_c(control, verbose: int, alone: bool = True):
+    """First Ctrl-C: finish the step, validate, save, then raise KeyboardInterrupt. Second: quit.
+    One of several workers quits at once (the others would wait for it at the next step); the
+    others stop when they notice, and --resume continues from the last checkpoint."""
+    if threading.current_thread() is not threading.main_thread() or not alone:
         yield
         return
 
@@ -268,6 +315,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     from click.core import ParameterSource
 
     from edgellm.training.callbacks import LossNotFinite
+    from edgellm.training.distribute import WorkerLost
 
     if not resume and bool(files) == bool(values["examples"]):
         raise click.UsageError("Pass text FILES or --examples FILE (one of the two), or --resume.")
@@ -276,7 +324,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
             train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
-    except (ValueError, LossNotFinite) as error:
+    except (ValueError, LossNotFinite, WorkerLost) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         ctx.exit(130)
