@@ -94,6 +94,23 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Cluster | None:
     return Cluster(tuple(workers), index)
 
 
+def for_run(opts, log) -> Cluster | None:
+    """The cluster of a training run with options `opts`, checked; None for a single process."""
+    import keras
+
+    cluster = from_environment()
+    if opts.distribute != "multiworker":
+        if cluster is not None:
+            log(f"TF_CONFIG is set but --distribute is {opts.distribute}: training in this process alone")
+        return None
+    if cluster is not None and (cluster.chief or keras.backend.backend() == "tensorflow"):
+        check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
+    if cluster is not None and cluster.count > 1 and opts.time_budget is not None:
+        raise ValueError(f"--time-budget cannot be used with several workers: each would stop at another step. "
+                         f"Received: time_budget={opts.time_budget}, {cluster.count} workers. Set --steps instead.")
+    return cluster
+
+
 def check_port_free(cluster: Cluster) -> None:
     """Refuse early when another process already listens on this worker's port (the collective
     service would otherwise fail deep inside TensorFlow, or JAX's coordinator hang)."""

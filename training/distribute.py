@@ -125,8 +125,8 @@ class Parallel:
         - each step's logs are averaged over the replicas with `strategy.reduce(MEAN, v, axis=0)`,
           which fails for the scalars they are. So the steps return them with one axis, (1,).
         """
-        if self.kind != "multiworker" or self.strategy is None:
-            return
+        if self.kind != "multiworker" or self.strategy is None or not self.strategy.extended._in_multi_worker_mode():
+            return  # one worker: Keras takes its single-process path, which works
         import tensorflow as tf
 
         model._symbolic_build(data_batch=tuple(a[self._rows(0)] for a in sample))

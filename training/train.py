@@ -56,7 +56,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
 
     from edgellm.tokenizer import Tokenizer
     from edgellm.training import checkpoint, cluster as cluster_lib, data, distribute, fine_tune, optim
-    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
+    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
     from edgellm.training.model import build_model
 
     out_dir = Path(out)
@@ -64,7 +64,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
     opts = options_lib.resolve(options, previous and previous["training"])
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
-    cluster = _cluster(opts, verbose)
+    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))
     # the chief (or a single process) writes to --out; other workers to a folder removed at the end
     place = stack.enter_context(cluster_lib.writing_place(out_dir, cluster))
     if cluster is not None:
@@ -147,7 +147,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
-                         *_tensorboard(place, opts.tensorboard, verbose), *(callbacks or [])]
+                         *tensorboard_logs(place, opts.tensorboard, lambda m: _log(verbose, m)), *(callbacks or [])]
 
         saved = []
 
@@ -198,25 +198,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
     return metrics
 
 
-def _cluster(opts, verbose: int):
-    """The cluster of a multiworker run (TF_CONFIG), checked; None for one process."""
-    import keras
-
-    from edgellm.training import cluster as cluster_lib
-
-    cluster = cluster_lib.from_environment()
-    if opts.distribute != "multiworker":
-        if cluster is not None:
-            _log(verbose, f"TF_CONFIG is set but --distribute is {opts.distribute}: training in this process alone")
-        return None
-    if cluster is not None and (cluster.chief or keras.backend.backend() == "tensorflow"):
-        cluster_lib.check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
-    if cluster is not None and cluster.count > 1 and opts.time_budget is not None:
-        raise ValueError(f"--time-budget cannot be used with several workers: each would stop at another step. "
-                         f"Received: time_budget={opts.time_budget}, {cluster.count} workers. Set --steps instead.")
-    return cluster
-
-
 def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
     if previous and previous["state"]["data_fingerprint"] != fingerprint:
         raise ValueError(f"The training data differ from those of the checkpoint in {out_dir}. Received: "
@@ -243,20 +224,6 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
                   "seconds": last.get("seconds", 0.0), "finished": control.step >= opts.steps},
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__},
     }
-
-
-def _tensorboard(out_dir: Path, enabled: bool, verbose: int) -> list:
-    import keras
-
-    if not enabled:
-        return []
-    try:  # the callback writes with tf.summary, which needs both
-        import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
-    except ImportError:
-        _log(verbose, "TensorBoard logs need tensorflow and tensorboard; skipping them")
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False)]
 
 
 @contextlib.contextmanager
