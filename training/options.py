@@ -94,8 +94,9 @@ class TrainOptions:
                                       "under JAX on a GPU in bfloat16/float16; no dropout on attention "
                                       "weights). Export always uses standard.", choices=ATTENTIONS)
     distribute: str = _opt("none", "Data parallelism. mirrored: every GPU of this machine (or CPU "
-                                   "devices if there is none); multiworker: several machines "
-                                   "(see docs/training.md).", choices=DISTRIBUTIONS)
+                                   "devices if there is none); multiworker: several processes or "
+                                   "machines, each started with TF_CONFIG; --batch-size is the "
+                                   "global batch (see docs/training.md).", choices=DISTRIBUTIONS)
     seed: int = _opt(1337, "Seed for weights, batches and dropout: the same seed repeats a run.")
     # monitoring and stopping
     eval_interval: int = _opt(250, "Steps between validation runs, checkpoints and log rows.")
