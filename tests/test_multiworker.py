@@ -14,9 +14,10 @@ import pytest
 
 from edgellm.training import checkpoint
 
+# --clip-norm 0: Keras clips each replica's share of the gradient, so a binding clip differs from one process
 SHAPE = ["--layers", "1", "--heads", "2", "--width", "32", "--context", "32", "--vocab-size", "300",
          "--batch-size", "8", "--warmup", "2", "--lr", "3e-3", "--seed", "5", "--eval-tokens", "256", "--no-xla",
-         "--clip-norm", "0"]  # Keras clips each replica's share of the gradient: a binding clip differs from one process
+         "--clip-norm", "0"]
 WORKER_TIMEOUT = 300  # seconds a worker may take (two TensorFlow processes on two shared cores)
 LOST_WORKER_TIMEOUT = 60  # a survivor notices a killed worker in ~35 s (training/distribute.py)
 
@@ -134,7 +135,8 @@ def test_a_killed_worker_stops_the_other_and_resume_ends_as_an_uninterrupted_run
         assert workers.wait() == [0, 0], workers.output(0)[-3000:] + workers.output(1)[-3000:]
         assert f"resuming at step {stopped_at}" in workers.output(0)
     uninterrupted, resumed = val_losses(whole), val_losses(out)
-    print("validation loss, uninterrupted:", uninterrupted[-1], "killed at step", stopped_at, "and resumed:", resumed[-1])
+    print("validation loss, uninterrupted:", uninterrupted[-1], "killed at step", stopped_at,
+          "and resumed:", resumed[-1])
     assert len(resumed) == len(uninterrupted) == 15 and resumed == pytest.approx(uninterrupted, abs=1e-6)
 
 

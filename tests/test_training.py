@@ -39,7 +39,7 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
     for bad, match in [({"stepz": 1}, "Unknown training option"), ({"lr": -1.0}, "lr must be positive"),
                        ({"init_std": 0.0}, "init_std must be positive"),
                        ({"hidden_size": 30, "num_heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
-                       ({"num_kv_heads": 3, "num_heads": 4}, "num_kv_heads must divide num_heads"),
+                       ({"num_kv_heads": 3, "num_heads": 4}, r"num_kv_heads \(--kv-heads\) must divide num_heads"),
                        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"steps": 1.5}, "steps must be int")]:
         with pytest.raises(ValueError, match=match):
             resolve(bad)

@@ -137,10 +137,10 @@ class TrainOptions:
             raise ValueError(f"time_budget must be a positive number of seconds. "
                              f"Received: time_budget={self.time_budget}")
         if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
-            raise ValueError(f"num_kv_heads must divide num_heads (0: one per head). Received: "
-                             f"num_kv_heads={self.num_kv_heads}, num_heads={self.num_heads}")
+            raise ValueError(f"num_kv_heads (--kv-heads) must divide num_heads (--heads; 0: one per head). "
+                             f"Received: num_kv_heads={self.num_kv_heads}, num_heads={self.num_heads}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size must be divisible by num_heads. Received: "
+            raise ValueError(f"hidden_size (--width) must be divisible by num_heads (--heads). Received: "
                              f"hidden_size={self.hidden_size}, num_heads={self.num_heads}")
 
     def to_dict(self) -> dict:
