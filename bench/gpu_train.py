@@ -54,9 +54,10 @@ SMOKE_SHAPES = {
     "nano": dict(layers=2, heads=2, width=64, context=64, batch=8, vocab=257, bpe=257, steps=10, skip=3),
     "gpt2": dict(layers=2, heads=2, width=64, context=128, batch=4, vocab=1024, bpe=300, steps=10, skip=3),
 }
-QUALITY = dict(vocab_size=257, layers=6, heads=6, width=384, context=256, batch_size=64, dropout=0.2, lr=1e-3,
-               min_lr_ratio=0.1, warmup=100, beta2=0.99, weight_decay=0.1, precision="bfloat16", attention="fused")
-SMOKE_QUALITY = dict(QUALITY, layers=2, heads=2, width=64, context=64, batch_size=16, warmup=5)
+QUALITY = dict(vocab_size=257, num_layers=6, num_heads=6, hidden_size=384, context_length=256, batch_size=64,
+               dropout=0.2, lr=1e-3, min_lr_ratio=0.1, warmup=100, beta2=0.99, weight_decay=0.1, precision="bfloat16",
+               attention="fused")  # training options, passed as `edgellm train` flags
+SMOKE_QUALITY = dict(QUALITY, num_layers=2, num_heads=2, hidden_size=64, context_length=64, batch_size=16, warmup=5)
 PARTS = ["nano-edgellm", "nano-keras-fit", "nano-torch", "quality", "gpt2-edgellm", "gpt2-keras-fit", "gpt2-torch"]
 
 
@@ -97,8 +98,8 @@ def run_edgellm(shape: dict, work: Path, name: str, attention: str) -> dict:
     timer, steps = step_timer(), shape["skip"] + shape["steps"] + 1
     started = time.perf_counter()
     metrics = train([str(DATA)], work / name, force=True, tokenizer=str(tokenizer_file(shape, work)),
-                    cache_dir=str(work / "cache"), layers=shape["layers"], heads=shape["heads"],
-                    width=shape["width"], context=shape["context"], batch_size=shape["batch"], steps=steps,
+                    cache_dir=str(work / "cache"), num_layers=shape["layers"], num_heads=shape["heads"],
+                    hidden_size=shape["width"], context_length=shape["context"], batch_size=shape["batch"], steps=steps,
                     eval_interval=steps, eval_tokens=shape["batch"] * shape["context"], warmup=10,
                     precision="bfloat16", attention=attention, tensorboard=False, verbose=0, callbacks=[timer])
     return {**timer.figures(shape["skip"], shape["batch"] * shape["context"]),
@@ -148,7 +149,7 @@ def run_torch(shape: dict, work: Path) -> dict:
 def run_quality(args, planned_rate: float | None, first_step_seconds: float | None) -> dict:
     """`edgellm train` in a fresh process, planned to end within args.quality_seconds."""
     settings = SMOKE_QUALITY if args.smoke else QUALITY
-    tokens_per_step = settings["batch_size"] * settings["context"]
+    tokens_per_step = settings["batch_size"] * settings["context_length"]
     budget = args.quality_seconds - args.quality_overhead  # left for training (compilation included)
     steps = args.quality_steps
     evaluations = 8  # each validates and saves the checkpoint: about a second for this shape, guessed
@@ -161,8 +162,10 @@ def run_quality(args, planned_rate: float | None, first_step_seconds: float | No
     command = [sys.executable, "-m", "edgellm", "train", str(DATA), "--out", str(out), "--force",
                "--cache-dir", str(args.work / "cache"), "--no-tensorboard", "--verbose", "2",
                "--steps", str(steps), "--eval-interval", str(steps // evaluations), "--time-budget", f"{budget:g}"]
+    from edgellm.training.options import flag
+
     for key, value in settings.items():
-        command += ["--" + key.replace("_", "-"), str(value)]
+        command += [flag(key), str(value)]
     print("quality:", " ".join(command[1:]), file=sys.stderr, flush=True)
     started = time.perf_counter()
     # run from outside the checkout: `-m edgellm` from its root would import ./edgellm, which lacks

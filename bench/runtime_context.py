@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHAPES = {"shipped": dict(layers=4, heads=4, width=256), "gpt2": dict(layers=12, heads=12, width=768)}
+SHAPES = {"shipped": dict(num_layers=4, num_heads=4, hidden_size=256),
+          "gpt2": dict(num_layers=12, num_heads=12, hidden_size=768)}
 
 
 def make_long_context_model(workdir: Path, kv_heads: int = 0, shape: str = "shipped") -> tuple[Path, Path]:
@@ -35,7 +36,7 @@ def make_long_context_model(workdir: Path, kv_heads: int = 0, shape: str = "ship
 
     checkpoint, folder, concat = workdir / "run", workdir / "long-context", workdir / "long-context-concat"
     train([str(REPO / "data" / "tinyshakespeare" / "input.txt")], str(checkpoint), vocab_size=2048,
-          kv_heads=kv_heads, context=1024, batch_size=2, steps=2, warmup=1, eval_interval=2, verbose=0,
+          num_kv_heads=kv_heads, context_length=1024, batch_size=2, steps=2, warmup=1, eval_interval=2, verbose=0,
           **SHAPES[shape])
     export(checkpoint, folder)
     export(checkpoint, concat, kv_cache="concat")

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "tinyshakespeare" / "input.txt"
 NANOGPT_LOSS_PER_CHAR = 1.8857
 # the tuned shape: in 100 s on 2 cores a small, shallow model that takes many steps wins
-TUNED = dict(vocab_size=512, layers=2, heads=4, width=96, context=128, batch_size=16, dropout=0.0,
-             lr=4e-3, warmup=50, min_lr_ratio=0.1, weight_decay=0.1, beta2=0.99, clip_norm=1.0)
+TUNED = dict(vocab_size=512, num_layers=2, num_heads=4, hidden_size=96, context_length=128, batch_size=16,
+             dropout=0.0, lr=4e-3, warmup=50, min_lr_ratio=0.1, weight_decay=0.1, beta2=0.99, clip_norm=1.0)
 
 
 def main() -> None:
@@ -39,8 +39,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=100.0, help="training seconds")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-quality"))
     parser.add_argument("--probe-steps", type=int, default=100)
-    for name, value in TUNED.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    from edgellm.training.options import flag
+
+    for name, value in TUNED.items():  # the flags of `edgellm train`: --layers for num_layers
+        parser.add_argument(flag(name), dest=name, type=type(value), default=value)
     args = parser.parse_args()
     shape = {name: getattr(args, name) for name in TUNED}
 
@@ -53,10 +55,10 @@ def main() -> None:
     common = dict(shape, val_fraction=0.1, tensorboard=False, verbose=0, force=True)
     # probe: compile and time a short run of the same shape (also fills the token cache)
     probe = train([DATA], args.out + "-probe", steps=args.probe_steps, eval_interval=args.probe_steps // 2,
-                  eval_tokens=shape["context"], warmup=1, **{k: v for k, v in common.items() if k != "warmup"})
+                  eval_tokens=shape["context_length"], warmup=1, **{k: v for k, v in common.items() if k != "warmup"})
     # the faster of the two halves: other processes on a shared machine only ever slow it down
     rows = checkpoint.read_history(args.out + "-probe")
-    steps_per_second = max(r["tokens_per_sec"] for r in rows) / (shape["batch_size"] * shape["context"])
+    steps_per_second = max(r["tokens_per_sec"] for r in rows) / (shape["batch_size"] * shape["context_length"])
     compile_seconds = max(0.0, rows[0]["seconds"] - rows[0]["step"] / steps_per_second)
     steps = int((args.budget - compile_seconds) * steps_per_second * 0.97)
     print(f"probe: {steps_per_second:.2f} steps/s, {compile_seconds:.1f} s to compile -> plan {steps} steps",

@@ -6,6 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 
 POSITION_EMBEDDINGS = ("learned", "rope", "alibi")
+# The short spellings users type for the shape's fields: `edgellm train` flags (--layers 4) and
+# config-file keys (layers = 4). Checkpoints written before the names were unified used them too.
+# Everywhere else (training options, checkpoints, config.json, Keras get_config) the field names hold.
+SHORT_NAMES = {"num_layers": "layers", "num_heads": "heads", "num_kv_heads": "kv_heads", "hidden_size": "width",
+               "context_length": "context", "position_embedding": "positions", "use_bias": "bias"}
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,12 @@ from pathlib import Path
 
 from edgellm import tasks
 from edgellm.scoring import score_ids
+from edgellm import text as text_files
 
 
 def read_text(path: str | Path, max_chars: int | None = None) -> str:
-    """A UTF-8 text file, newlines normalised as in training; a clear error otherwise."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ValueError(f"Cannot read {path}: {error.strerror}. Pass a readable text file.") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 (byte offset {error.start}). Convert it to UTF-8.") from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """A UTF-8 text file cleaned exactly as training cleans it (edgellm.text), cut to `max_chars`."""
+    text = text_files.read_text(path, "Evaluation file")
     return text[:max_chars] if max_chars else text
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgellm.config import SHORT_NAMES
+
 
 def render(name: str, config: dict, folder: Path) -> str:
     arch = config["architecture"]
@@ -31,7 +33,7 @@ def render(name: str, config: dict, folder: Path) -> str:
         "",
         f"- data: {data}" + ("" if prov.get("data_licences") else
                              " (see the licence note beside each file in the edgellm repository)"),
-        f"- steps: {metrics.get('steps')}, batch {training.get('batch_size')} x {training.get('context')} "
+        f"- steps: {metrics.get('steps')}, batch {training.get('batch_size')} x {arch['context_length']} "
         f"tokens, seed {training.get('seed')}, {_fmt(metrics.get('train_seconds'), '.0f')} s of training",
         f"- command: `{command}`",
         "",
@@ -148,9 +150,9 @@ def _variants_table(variants: dict, shipped: str) -> list[str]:
 
 def _train_command(prov: dict) -> str:
     t = prov.get("training") or {}
+    names = {k: SHORT_NAMES.get(k, k).replace("_", "-") for k in t}  # the flags: --layers for num_layers
     flags = " ".join(
-        (f"--{k.replace('_', '-')}" if v else f"--no-{k.replace('_', '-')}") if isinstance(v, bool)
-        else f"--{k.replace('_', '-')} {v}"
+        (f"--{names[k]}" if v else f"--no-{names[k]}") if isinstance(v, bool) else f"--{names[k]} {v}"
         for k, v in t.items())
     return f"edgellm train {' '.join(prov.get('data') or [])} --out {prov.get('checkpoint')} {flags}"
 

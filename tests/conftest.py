@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO / "data" / "tinyshakespeare" / "input.txt"
-TINY = dict(vocab_size=384, layers=2, heads=2, width=64, context=64, batch_size=16, steps=30,
-            warmup=5, eval_interval=15, lr=3e-3, seed=7, verbose=0)
+TINY = dict(vocab_size=384, num_layers=2, num_heads=2, hidden_size=64, context_length=64, batch_size=16,
+            steps=30, warmup=5, eval_interval=15, lr=3e-3, seed=7, verbose=0)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def library_errors(tmp_path, folder) -> dict:
         "export": (["export", tmp_path, tmp_path / "out"], "Not an edgellm checkpoint"),
         "upgrade": (["upgrade", folder], "is already a format 2 folder: nothing to upgrade"),
         "train": (["train", text, "--out", tmp_path / "run", "--heads", "3", "--width", "32"],
-                  "width must be divisible by heads. Received: width=32, heads=3"),
+                  "hidden_size (--width) must be divisible by num_heads (--heads). Received: hidden_size=32, num_heads=3"),
         "serve": (["serve", "no-such-model", "--port", "0"], "No model folder or shipped model named"),
     }
 

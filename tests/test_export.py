@@ -53,7 +53,7 @@ def test_grouped_query_attention_exports_a_smaller_cache(corpus_file, tmp_path):
     from edgellm.export.onnx_export import export
     from edgellm.training.train import train
 
-    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "kv_heads": 1})
+    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "num_kv_heads": 1})
     models = {}
     for layout in ("in_place", "concat"):
         export(tmp_path / "ckpt", tmp_path / layout, kv_cache=layout)
@@ -169,12 +169,12 @@ def test_alibi_positions_export_with_parity_on_padded_batches(corpus_file, tmp_p
     """ALiBi's distance penalty is computed from cache slots: the export gate checks it against
     Keras at batch 1 and on a left-padded batch of 3."""
     from edgellm.export.onnx_export import export
-    from edgellm.training.model import alibi_slopes
+    from edgellm.training.positions import alibi_slopes
     from edgellm.training.train import train
 
     assert alibi_slopes(4).tolist() == [2**-2, 2**-4, 2**-6, 2**-8]
     assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]  # the paper's rule
-    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "positions": "alibi"})
+    train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "position_embedding": "alibi"})
     export(tmp_path / "ckpt", tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["edgellm"]["architecture"]["position_embedding"] == "alibi"

@@ -53,9 +53,9 @@ def task_folder(babi, tmp_path_factory):
     from edgellm.training.train import train
 
     ckpt = tmp_path_factory.mktemp("runs") / "babi"
-    metrics = train([], str(ckpt), examples=str(babi / "small.jsonl"), vocab_size=300, layers=1, heads=2,
-                    width=32, context=192, batch_size=16, steps=20, warmup=2, eval_interval=10, verbose=0,
-                    positions="rope", bias=True)  # rotary positions and biases: exported and checked too
+    metrics = train([], str(ckpt), examples=str(babi / "small.jsonl"), vocab_size=300, num_layers=1,
+                    num_heads=2, hidden_size=32, context_length=192, batch_size=16, steps=20, warmup=2,
+                    eval_interval=10, verbose=0, position_embedding="rope", use_bias=True)  # rotary positions and biases: exported and checked too
     assert metrics["val_loss"] > 0
     folder = tmp_path_factory.mktemp("models") / "babi"
     export(ckpt, folder)
@@ -129,7 +129,8 @@ def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(babi, c
 
     text = corpus_file.read_text() + (babi / "small.jsonl").read_text()
     Tokenizer.train([text], 320, TASK_SPECIAL_TOKENS).save(tmp_path / "tok.json")
-    shape = dict(layers=1, heads=2, width=32, context=192, batch_size=8, warmup=1, eval_interval=2, verbose=0)
+    shape = dict(num_layers=1, num_heads=2, hidden_size=32, context_length=192, batch_size=8, warmup=1,
+                 eval_interval=2, verbose=0)
     train([str(corpus_file)], str(tmp_path / "lm"), tokenizer=str(tmp_path / "tok.json"), steps=2, **shape)
     train([], str(tmp_path / "qa"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), steps=1,
           lr=1e-12, warmup=0, eval_interval=1, verbose=0)
@@ -148,5 +149,5 @@ def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(babi, c
     grown, before = qa.wte.embeddings.numpy(), lm.wte.embeddings.numpy()
     np.testing.assert_allclose(grown[: lm_tok.vocab_size], before, atol=1e-6)
     with pytest.raises(ValueError, match="--width must be the --init checkpoint's"):
-        train([], str(tmp_path / "qa3"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), width=64,
+        train([], str(tmp_path / "qa3"), examples=str(babi / "small.jsonl"), init=str(tmp_path / "lm"), hidden_size=64,
               steps=1, verbose=0)

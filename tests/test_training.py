@@ -21,8 +21,8 @@ from edgellm.training.model import GPT
 from edgellm.training.options import read_config_file, resolve
 from edgellm.training.train import train
 
-SMALL = dict(vocab_size=300, layers=1, heads=2, width=32, context=32, batch_size=8, warmup=2, lr=3e-3,
-             seed=3, verbose=0, tensorboard=False, xla=False)
+SMALL = dict(vocab_size=300, num_layers=1, num_heads=2, hidden_size=32, context_length=32, batch_size=8,
+             warmup=2, lr=3e-3, seed=3, verbose=0, tensorboard=False, xla=False)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -38,13 +38,13 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
     assert resolve({"batch_size": 4}, resumed={"batch_size": 4, "steps": 9}).steps == 9
     for bad, match in [({"stepz": 1}, "Unknown training option"), ({"lr": -1.0}, "lr must be positive"),
                        ({"init_std": 0.0}, "init_std must be positive"),
-                       ({"width": 30, "heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
-                       ({"kv_heads": 3, "heads": 4}, "kv_heads must divide heads"),
+                       ({"hidden_size": 30, "num_heads": 4}, "divisible"), ({"precision": "fp8"}, "one of"),
+                       ({"num_kv_heads": 3, "num_heads": 4}, r"num_kv_heads \(--kv-heads\) must divide num_heads"),
                        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"steps": 1.5}, "steps must be int")]:
         with pytest.raises(ValueError, match=match):
             resolve(bad)
     with pytest.raises(ValueError, match="--context cannot change when resuming"):
-        resolve({"context": 64}, resumed={"context": 32})
+        resolve({"context_length": 64}, resumed={"context_length": 32})
     (tmp_path / "run.toml").write_text('batch-size = 12\nlr = 0.002\nxla = false\n')
     assert read_config_file(tmp_path / "run.toml") == {"batch_size": 12, "lr": 0.002, "xla": False}
     (tmp_path / "run.json").write_text('{"steps": 7, "colour": "red"}')
@@ -175,6 +175,25 @@ def test_each_batch_depends_only_on_seed_and_position():
     assert not np.array_equal(data.WindowBatches(ids, 16, 4, seed=6, length=10)[7][0], x)
 
 
+def test_training_eval_and_the_tokenizer_trainer_read_one_cleaned_text(tiny_folder, tmp_path):
+    """\r\n, lone \r and control characters: training, `edgellm eval` and `edgellm tokenizer
+    train` all see the text as if it had been written clean."""
+    from edgellm.evaluate import evaluate
+    from edgellm.generator import load
+
+    line = "First Citizen:\r\nBefore we proceed\x00 any further,\x07 hear me speak.\r\rAll:\tSpeak,\x1b speak.\x7f\r\n"
+    clean = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\tSpeak, speak.\n" * 30
+    (tmp_path / "dirty.txt").write_bytes((line * 30).encode("utf-8"))
+    (tmp_path / "clean.txt").write_bytes(clean.encode("utf-8"))
+    assert data.read_texts([tmp_path / "dirty.txt"]) == [clean]
+    model = load(tiny_folder)
+    scored = evaluate(model, tmp_path / "dirty.txt")
+    assert scored == evaluate(model, tmp_path / "clean.txt")
+    assert scored["tokens"] == len(model.tokenizer.encode(clean)) - 1
+    trained = [Tokenizer.train_from_files([tmp_path / name], 300).to_json() for name in ("dirty.txt", "clean.txt")]
+    assert trained[0] == trained[1]
+
+
 # ---- training runs -----------------------------------------------------------------------------
 
 class AfterMicroBatches(keras.callbacks.Callback):
@@ -261,7 +280,7 @@ def test_bad_input_gives_clear_errors_and_loses_nothing(corpus_file, tmp_path, c
     short = tmp_path / "short.txt"
     short.write_text("To be, or not to be: that is the question. " * 4)
     fails(r"training text is too short: \d+ tokens, but one batch needs at least context \+ 1 = 129 "
-          "tokens", [short], tmp_path / "b", context=128)
+          "tokens", [short], tmp_path / "b", context_length=128)
     fails("validation text is too short", [short], tmp_path / "b", val_fraction=0.01)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -272,11 +291,42 @@ def test_bad_input_gives_clear_errors_and_loses_nothing(corpus_file, tmp_path, c
     train([corpus_file], done, steps=2, eval_interval=2, cache_dir=cache, **SMALL)
     weights = (done / checkpoint.WEIGHTS_FILE).read_bytes()
     fails("already holds a checkpoint. Pass --resume", [corpus_file], done)
-    fails("--context cannot change when resuming", None, done, resume=True, context=64)
+    fails("--context cannot change when resuming", None, done, resume=True, context_length=64)
     fails("training data differ", [short], done, resume=True, steps=4)
     assert (done / checkpoint.WEIGHTS_FILE).read_bytes() == weights
     with pytest.raises(ValueError, match="position table holds context_length=32"):
         checkpoint.load_model(done)[0](np.zeros((1, 33), "int32"))
+
+
+def test_checkpoints_with_the_older_option_names_resume_and_export(corpus_file, tmp_path, cache):
+    """checkpoint.json once held the shape under the flags' names (layers, width, kv_heads, ...)."""
+    from edgellm.export.onnx_export import export
+
+    out = tmp_path / "old"
+    options = dict(SMALL, num_kv_heads=1, position_embedding="rope", use_bias=True)
+    train([corpus_file], out, steps=2, eval_interval=2, cache_dir=cache, **options)
+    doc = json.loads((out / "checkpoint.json").read_text())
+    old = {"num_layers": "layers", "num_heads": "heads", "num_kv_heads": "kv_heads", "hidden_size": "width",
+           "context_length": "context", "position_embedding": "positions", "use_bias": "bias"}
+    doc["training"] = {old.get(k, k): v for k, v in doc["training"].items()}
+    (out / "checkpoint.json").write_text(json.dumps(doc))
+    assert checkpoint.load_meta(out)["training"]["num_kv_heads"] == 1
+    with pytest.raises(ValueError, match="--context cannot change when resuming: the checkpoint has 32"):
+        train(None, out, resume=True, steps=4, context_length=64, verbose=0)
+    metrics = train(None, out, resume=True, steps=4, verbose=0)  # the shape comes from the old keys
+    meta = checkpoint.load_meta(out)
+    assert metrics["steps"] == 4 and meta["training"]["position_embedding"] == "rope"
+    assert "positions" not in json.loads((out / "checkpoint.json").read_text())["training"]  # rewritten
+    (out / "checkpoint.json").write_text(json.dumps(doc))  # old keys again: export reads them too
+    export(out, tmp_path / "model")  # with its parity gate
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["architecture"]["num_kv_heads"] == 1 and config["provenance"]["training"]["num_kv_heads"] == 1
+    doc["training"]["num_layers"] = 1  # both spellings of one option
+    (out / "checkpoint.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="sets num_layers twice, as num_layers and as layers"):
+        checkpoint.load_meta(out)
+    with pytest.raises(ValueError, match=r"Unknown training option\(s\) \['layers'\] \(layers is num_layers\)"):
+        resolve({"layers": 2})
 
 
 # ---- other backends and devices, in fresh processes --------------------------------------------

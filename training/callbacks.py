@@ -122,3 +122,16 @@ class Recorder(keras.callbacks.Callback):
             "seconds": self.seconds_before + time.perf_counter() - self.started,
         })
         self.model.stop_training = True
+
+
+def tensorboard_logs(out_dir, enabled: bool, log) -> list:
+    """keras.callbacks.TensorBoard writing to OUT/logs, or nothing (disabled, or no TensorFlow)."""
+    if not enabled:
+        return []
+    try:  # the callback writes with tf.summary, which needs both
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        log("TensorBoard logs need tensorflow and tensorboard; skipping them")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False)]

@@ -1,8 +1,10 @@
 """Checkpoint folder: what training writes, `--resume` continues and export reads.
 
     CHECKPOINT/
-      checkpoint.json     format_version, architecture (ModelConfig), resolved training options,
-                          metrics, data, state (step, micro-step, data fingerprint, seconds)
+      checkpoint.json     format_version, architecture (ModelConfig), resolved training options
+                          (the shape under ModelConfig's names; older checkpoints' short names are
+                          mapped on reading), metrics, data, state (step, micro-step, data
+                          fingerprint, seconds)
       model.weights.h5    Keras weights
       train_state.npz     optimizer variables (moments, step counter, accumulators) and the
                           dropout seed states: what an exact `--resume` needs beyond the weights
@@ -31,6 +33,7 @@ import numpy as np
 
 from edgellm.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
+from edgellm.training import options
 
 FORMAT_VERSION = 1
 META_FILE = "checkpoint.json"
@@ -83,6 +86,8 @@ def load_meta(ckpt_dir: Path) -> dict:
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         if not (ckpt_dir / name).is_file():
             raise ValueError(f"Checkpoint {ckpt_dir} is incomplete: {name} is missing.")
+    # older checkpoints spelled the shape's options as the flags (layers, width, kv_heads, ...)
+    meta["training"] = options.canonical(meta.get("training") or {}, f"{meta_path} (training)")
     return meta
 
 

@@ -2,7 +2,8 @@
 
 Needs only numpy and keras (no TensorFlow), so training also runs under the JAX backend.
 
-- Cleaning: newlines normalised to \\n, control characters other than tab and newline dropped.
+- Cleaning: newlines normalised to \\n, control characters other than tab and newline dropped
+  (edgellm/text.py: `edgellm eval` and `edgellm tokenizer train` read files the same way).
 - Split: the last `val_fraction` of the characters of each file is validation (nanoGPT's convention
   for tinyshakespeare), so validation loss per character compares with character-level models.
 - Storage: ids are written once to `CACHE/tokens/FINGERPRINT/{train,val}.bin` (uint16, or uint32
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,33 +26,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edgellm.text import read_text
 from edgellm.tokenizer import Tokenizer
 
 CACHE_VERSION = "edgellm-tokens-1"  # bump when cleaning or the file layout changes
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def clean_text(text: str) -> str:
-    """Normalise newlines to \\n and drop control characters other than tab and newline."""
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def read_texts(paths: list[str | Path]) -> list[str]:
-    """Read UTF-8 text files, cleaned, with a clear error for a file that cannot be used."""
+    """Read UTF-8 text files, cleaned (edgellm.text: the rule evaluation and the tokenizer trainer
+    share), with a clear error for a file that cannot be used."""
     if not paths:
         raise ValueError("No training files. Received: []. Pass one or more UTF-8 text files.")
-    texts = []
-    for path in paths:
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise ValueError(f"Cannot read training file {path}: {error.strerror}.") from None
-        try:
-            texts.append(clean_text(raw.decode("utf-8")))
-        except UnicodeDecodeError as error:
-            raise ValueError(f"Training file {path} is not UTF-8 (byte offset {error.start}). "
-                             "Convert it to UTF-8 first.") from None
+    texts = [read_text(path, "Training file") for path in paths]
     if not any(texts):
         raise ValueError(f"The training files hold no text after cleaning. Received: "
                          f"{[str(p) for p in paths]}. Pass files with text in them.")

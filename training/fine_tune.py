@@ -14,13 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edgellm.training import checkpoint
-
-
-# the checkpoint's shape, as training options
-_SHAPE = {"layers": "num_layers", "heads": "num_heads", "kv_heads": "num_kv_heads", "width": "hidden_size",
-          "context": "context_length", "bias": "use_bias", "tie_embeddings": "tie_embeddings",
-          "positions": "position_embedding", "vocab_size": "vocab_size"}
+from edgellm.training import checkpoint, options
 
 
 def shape_of_init(opts, given: dict):
@@ -29,11 +23,11 @@ def shape_of_init(opts, given: dict):
         raise ValueError("Pass --init or --tokenizer, not both: a fine-tuned model keeps the tokenizer of "
                          f"its checkpoint. Received: init={opts.init!r}, tokenizer={opts.tokenizer!r}")
     arch = {"num_kv_heads": 0, **checkpoint.load_meta(opts.init)["architecture"]}  # older checkpoints lack it
-    for option, key in _SHAPE.items():
-        if option in given and given[option] != arch[key]:
-            raise ValueError(f"--{option.replace('_', '-')} must be the --init checkpoint's ({arch[key]!r}): "
-                             f"fine-tuning keeps the model's shape. Received: {given[option]!r}. Drop the flag.")
-    return dataclasses.replace(opts, **{option: arch[key] for option, key in _SHAPE.items()})
+    for name in options.SHAPE:
+        if name in given and given[name] != arch[name]:
+            raise ValueError(f"{options.flag(name)} must be the --init checkpoint's ({arch[name]!r}): "
+                             f"fine-tuning keeps the model's shape. Received: {given[name]!r}. Drop the flag.")
+    return dataclasses.replace(opts, **{name: arch[name] for name in options.SHAPE})
 
 
 def load_init_weights(model, init: str) -> None:

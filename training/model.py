@@ -1,8 +1,8 @@
 """The decoder-only Transformer, in Keras 3 with keras.ops only (TensorFlow, JAX or PyTorch backend).
 
 Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Positions are a learned table
-(GPT-2), rotary embeddings (rope) or ALiBi (a per-head linear penalty on the query-key distance,
-added to the attention scores); optionally tied input/output embeddings. Under mixed precision (a "mixed_bfloat16" or
+(GPT-2), rotary embeddings (rope) or ALiBi (see positions.py); optionally tied input/output
+embeddings. Under mixed precision (a "mixed_bfloat16" or
 "mixed_float16" dtype policy when the model is built) weights stay float32; attention softmax and
 logits are computed in float32. One forward pass serves training (no cache) and the
 exported decoder (past keys/values in, present keys/values out). With `attention="fused"` the
@@ -26,6 +26,7 @@ import numpy as np
 from keras import layers, ops
 
 from edgellm.config import ModelConfig
+from edgellm.training import positions
 from edgellm.training.options import ATTENTIONS
 
 NEG_INF = -1e9  # additive mask value; finite so a fully masked row (a pad query) stays NaN-free
@@ -70,14 +71,14 @@ class CausalSelfAttention(layers.Layer):
             q, k, v = qkv[:, :, :h], qkv[:, :, h:h + kv], qkv[:, :, h + kv:]
             if rotary is not None:
                 cos, sin = (ops.transpose(t, (0, 2, 1, 3)) for t in rotary)  # (batch, seq, 1, head_dim / 2)
-                q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+                q, k = positions.rotate(q, cos, sin), positions.rotate(k, cos, sin)
             k, v = self._groups(k, v, axis=2)
             y = ops.dot_product_attention(q, k, v, bias=bias, is_causal=True)  # (batch, seq, heads, head_dim)
             return self.proj(ops.reshape(y, (batch, seq, h * self.head_dim))), None, None
         qkv = ops.transpose(qkv, (0, 2, 1, 3))  # (batch, h + 2 kv, seq, head_dim)
         q, k, v = qkv[:, :h], qkv[:, h:h + kv], qkv[:, h + kv:]
         if rotary is not None:  # cached keys are stored rotated at their own positions
-            q, k = _rotate(q, *rotary), _rotate(k, *rotary)
+            q, k = positions.rotate(q, *rotary), positions.rotate(k, *rotary)
         if past_key is not None:
             k = ops.concatenate([past_key, k], axis=2)  # (batch, kv, past + seq, head_dim)
             v = ops.concatenate([past_value, v], axis=2)
@@ -91,32 +92,6 @@ class CausalSelfAttention(layers.Layer):
         y = ops.matmul(self.attn_dropout(weights, training=training), v_all)  # (batch, heads, seq, head_dim)
         y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (batch, seq, h * self.head_dim))
         return self.proj(y), k, v
-
-
-def alibi_slopes(num_heads: int) -> np.ndarray:
-    """ALiBi's per-head slopes (Press et al., 2022): 2^(-8i/n) for i = 1..n when n is a power of two;
-    otherwise those of the power of two below, then every other slope of the one above."""
-    def geometric(n):
-        return 2.0 ** (-8.0 / n * np.arange(1, n + 1))
-
-    below = 2 ** int(math.log2(num_heads))
-    slopes = np.concatenate([geometric(below), geometric(2 * below)[0::2][: num_heads - below]])
-    return slopes.astype("float32")
-
-
-def _rotate(x, cos, sin):
-    """Rotary position embedding (GPT-NeoX's half split): x (batch, heads, seq, head_dim)."""
-    half = ops.shape(x)[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = ops.cast(cos, x.dtype), ops.cast(sin, x.dtype)
-    return ops.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
-
-
-def rotary_tables(position_ids, head_dim: int):
-    """cos and sin of each position times each rotary frequency: (batch, 1, seq, head_dim / 2)."""
-    inv_freq = 1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype="float32") / head_dim))
-    angles = ops.cast(position_ids, "float32")[:, None, :, None] * inv_freq  # (batch, 1, seq, half)
-    return ops.cos(angles), ops.sin(angles)
 
 
 class Block(layers.Layer):
@@ -157,8 +132,7 @@ class GPT(keras.Model):
         self.config, self.attention = config, attention
         self.wte = layers.Embedding(config.vocab_size, config.hidden_size,
                                     embeddings_initializer=_init(init_std), name="wte")
-        self.wpe = None if config.position_embedding != "learned" else layers.Embedding(
-            config.context_length, config.hidden_size, embeddings_initializer=_init(init_std / 2), name="wpe")
+        self.wpe = positions.learned_table(config, init_std)  # None for rope and alibi
         self.drop = layers.Dropout(config.dropout)
         self.blocks = [Block(config, init_std, name=f"block_{i}") for i in range(config.num_layers)]
         self.ln_f = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_f")
@@ -206,17 +180,13 @@ class GPT(keras.Model):
         fused = self.attention == "fused" and past is None and attention_mask is None
         bias = None if fused else ops.where(allowed, 0.0, NEG_INF)  # (1 or batch, 1, seq, total)
         if self.config.position_embedding == "alibi":
-            # distance in cache slots: left padding sits before a row's first token, so between two
-            # real tokens it equals the distance in positions
-            distance = ops.cast(ops.expand_dims(query_pos, 1) - ops.expand_dims(key_pos, 0), "float32")
-            slopes = alibi_slopes(self.config.num_heads)[None, :, None, None]
-            penalty = slopes * distance[None, None, :, :]  # (1, heads, seq, total)
+            penalty = positions.alibi_penalty(query_pos, key_pos, self.config.num_heads)  # (1, heads, seq, total)
             bias = -penalty if fused else bias - penalty  # (1 or batch, heads, seq, total)
 
         x = self.wte(input_ids)  # (batch, seq, hidden)
         rotary = None
         if self.config.position_embedding == "rope":
-            rotary = rotary_tables(position_ids, self.config.head_dim)
+            rotary = positions.rotary_tables(position_ids, self.config.head_dim)
         elif self.wpe is not None:
             x = x + self.wpe(position_ids)
         x = self.drop(x, training=training)

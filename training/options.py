@@ -4,10 +4,15 @@ Options come, lowest priority first, from the defaults below, the checkpoint bei
 config file (`--config run.json` or `run.toml`, keys as in the dataclass or as flags) and the
 flags or keyword arguments. The resolved options are saved in checkpoint.json under "training".
 
+The model's shape has the names of `ModelConfig` (num_layers, hidden_size, context_length, ...)
+here, in checkpoints, config.json and Keras's get_config. Only flags and config-file keys may use
+the short spellings of `edgellm.config.SHORT_NAMES` (--layers, width = 256); `canonical` maps
+them, and also the keys of checkpoints written before the names were unified.
+
 Example:
-    >>> opts = resolve({"steps": 50, "width": 64, "heads": 2})
-    >>> opts.steps, opts.lr
-    (50, 0.001)
+    >>> opts = resolve({"steps": 50, "hidden_size": 64, "num_heads": 2})
+    >>> opts.steps, model_config(opts, vocab_size=300).head_dim
+    (50, 32)
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgellm.config import POSITION_EMBEDDINGS
+from edgellm.config import POSITION_EMBEDDINGS, SHORT_NAMES, ModelConfig
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
-FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "layers", "heads", "kv_heads",
-                   "width", "context", "bias", "tie_embeddings", "positions", "batch_size", "grad_accum", "seed")
+FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "num_layers", "num_heads",
+                   "num_kv_heads", "hidden_size", "context_length", "use_bias", "tie_embeddings",
+                   "position_embedding", "batch_size", "grad_accum", "seed")
+# the options that are the model's shape: ModelConfig's fields but dropout (a training choice)
+SHAPE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "dropout")
 
 
 def _opt(default, help: str, choices: tuple = (), type=None):
@@ -51,18 +59,18 @@ class TrainOptions:
     too_long: str = _opt("skip", "Examples longer than the context: skip and count them, or stop.",
                          choices=("skip", "error"))
     # model
-    layers: int = _opt(4, "Transformer blocks.")
-    heads: int = _opt(4, "Attention heads per block.")
-    kv_heads: int = _opt(0, "Key/value heads per block (grouped-query attention; must divide --heads): "
-                            "fewer shrink the KV cache and speed up long contexts. 0: one per head.")
-    width: int = _opt(256, "Hidden size (must divide by --heads).")
-    context: int = _opt(128, "Context length in tokens (the size of the position table).")
+    num_layers: int = _opt(4, "Transformer blocks.")
+    num_heads: int = _opt(4, "Attention heads per block.")
+    num_kv_heads: int = _opt(0, "Key/value heads per block (grouped-query attention; must divide --heads): "
+                                "fewer shrink the KV cache and speed up long contexts. 0: one per head.")
+    hidden_size: int = _opt(256, "Hidden size (must divide by --heads).")
+    context_length: int = _opt(128, "Context length in tokens (the size of the position table).")
     dropout: float = _opt(0.0, "Dropout rate (embeddings, attention weights, residual branches).")
-    bias: bool = _opt(False, "Biases in the Dense and LayerNorm layers.")
+    use_bias: bool = _opt(False, "Biases in the Dense and LayerNorm layers.")
     tie_embeddings: bool = _opt(True, "Share the token embedding with the output layer.")
-    positions: str = _opt("learned", "Positions: a learned table (GPT-2), rotary (rope: relative "
-                                     "positions) or alibi (a per-head penalty on distance: favours "
-                                     "recent tokens).", choices=POSITION_EMBEDDINGS)
+    position_embedding: str = _opt("learned", "Positions: a learned table (GPT-2), rotary (rope: relative "
+                                              "positions) or alibi (a per-head penalty on distance: favours "
+                                              "recent tokens).", choices=POSITION_EMBEDDINGS)
     init_std: float = _opt(0.02, "Standard deviation of the initial weights (GPT-2: 0.02). Narrow "
                                  "models start with near-uniform attention at 0.02; about "
                                  "1/sqrt(width) lets them find attention patterns sooner.")
@@ -86,8 +94,9 @@ class TrainOptions:
                                       "under JAX on a GPU in bfloat16/float16; no dropout on attention "
                                       "weights). Export always uses standard.", choices=ATTENTIONS)
     distribute: str = _opt("none", "Data parallelism. mirrored: every GPU of this machine (or CPU "
-                                   "devices if there is none); multiworker: several machines "
-                                   "(see docs/training.md).", choices=DISTRIBUTIONS)
+                                   "devices if there is none); multiworker: several processes or "
+                                   "machines, each started with TF_CONFIG; --batch-size is the "
+                                   "global batch (see docs/training.md).", choices=DISTRIBUTIONS)
     seed: int = _opt(1337, "Seed for weights, batches and dropout: the same seed repeats a run.")
     # monitoring and stopping
     eval_interval: int = _opt(250, "Steps between validation runs, checkpoints and log rows.")
@@ -110,8 +119,8 @@ class TrainOptions:
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise ValueError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}. "
                                  f"Received: {f.name}={value!r}")
-        for name in ("vocab_size", "layers", "heads", "width", "context", "batch_size", "grad_accum",
-                     "steps", "eval_interval"):
+        for name in ("vocab_size", "num_layers", "num_heads", "hidden_size", "context_length", "batch_size",
+                     "grad_accum", "steps", "eval_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1. Received: {name}={getattr(self, name)}")
         for name in ("warmup", "eval_tokens", "weight_decay", "clip_norm", "prompt_loss_weight"):
@@ -127,12 +136,12 @@ class TrainOptions:
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds. "
                              f"Received: time_budget={self.time_budget}")
-        if self.kv_heads < 0 or (self.kv_heads and self.heads % self.kv_heads):
-            raise ValueError(f"kv_heads must divide heads (0: one per head). Received: kv_heads={self.kv_heads}, "
-                             f"heads={self.heads}")
-        if self.width % self.heads:
-            raise ValueError(f"width must be divisible by heads. Received: width={self.width}, "
-                             f"heads={self.heads}")
+        if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
+            raise ValueError(f"num_kv_heads (--kv-heads) must divide num_heads (--heads; 0: one per head). "
+                             f"Received: num_kv_heads={self.num_kv_heads}, num_heads={self.num_heads}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size (--width) must be divisible by num_heads (--heads). Received: "
+                             f"hidden_size={self.hidden_size}, num_heads={self.num_heads}")
 
     def to_dict(self) -> dict:
         """The options that are set (None means "not set" and is left out)."""
@@ -147,10 +156,36 @@ def _check_range(name, value, low, high, low_open=False, high_closed=False):
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+_LONG_NAMES = {short: name for name, short in SHORT_NAMES.items()}
 
 
 def names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainOptions)]
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option `name`: `--layers` for num_layers, `--batch-size` for batch_size."""
+    return "--" + SHORT_NAMES.get(name, name).replace("_", "-")
+
+
+def canonical(doc: dict, where: str) -> dict:
+    """`doc` with short spellings (`layers`, `width`, ...: flags, config files, older checkpoints)
+    turned into the option names; both spellings of one option is an error naming `where`."""
+    out = {}
+    for key, value in doc.items():
+        name = _LONG_NAMES.get(key, key)
+        if name in out:
+            raise ValueError(f"{where} sets {name} twice, as {name} and as {SHORT_NAMES[name]}. "
+                             f"Received: {SHORT_NAMES[name]}={doc[SHORT_NAMES[name]]!r}, {name}={doc[name]!r}. "
+                             "Keep one of them.")
+        out[name] = value
+    return out
+
+
+def model_config(opts: TrainOptions, vocab_size: int) -> ModelConfig:
+    """The ModelConfig of options `opts` for a tokenizer of `vocab_size` ids."""
+    return ModelConfig(**{name: getattr(opts, name) for name in SHAPE if name != "vocab_size"},
+                       vocab_size=vocab_size, dropout=opts.dropout)
 
 
 def resolve(given: dict, resumed: dict | None = None) -> TrainOptions:
@@ -158,20 +193,23 @@ def resolve(given: dict, resumed: dict | None = None) -> TrainOptions:
     bad values, and changes to FIXED_ON_RESUME options."""
     unknown = sorted(set(given) - set(names()))
     if unknown:
-        raise ValueError(f"Unknown training option(s) {unknown}. Allowed: {', '.join(names())}")
+        hints = [f"{key} is {_LONG_NAMES[key]}" for key in unknown if key in _LONG_NAMES]
+        raise ValueError(f"Unknown training option(s) {unknown}" + (f" ({', '.join(hints)})" if hints else "")
+                         + f". Allowed: {', '.join(names())}")
     base = {k: v for k, v in (resumed or {}).items() if k in names()}
     if resumed is not None:
         for key in FIXED_ON_RESUME:
             if key in given and given[key] != base.get(key, _DEFAULTS[key]):
-                flag = "--" + key.replace("_", "-")
-                raise ValueError(f"{flag} cannot change when resuming: the checkpoint has "
-                                 f"{base.get(key)!r}. Received: {given[key]!r}. Drop {flag}, or start "
+                shown = flag(key)
+                raise ValueError(f"{shown} cannot change when resuming: the checkpoint has "
+                                 f"{base.get(key)!r}. Received: {given[key]!r}. Drop {shown}, or start "
                                  "a new run in another --out.")
     return TrainOptions(**{**base, **given})
 
 
 def read_config_file(path: str | Path) -> dict:
-    """Options from a JSON or TOML file; keys may be written `batch_size` or `batch-size`."""
+    """Options from a JSON or TOML file; keys may be written `batch_size` or `batch-size`, and the
+    shape's as the flags (`layers`) or as the options (`num_layers`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -195,7 +233,7 @@ def read_config_file(path: str | Path) -> dict:
                          "or as TOML in a .toml file.") from None
     if not isinstance(doc, dict):
         raise ValueError(f"Config file {path} must hold a table of options. Received: {type(doc).__name__}")
-    doc = {str(k).replace("-", "_"): v for k, v in doc.items()}
+    doc = canonical({str(k).replace("-", "_"): v for k, v in doc.items()}, f"Config file {path}")
     unknown = sorted(set(doc) - set(names()))
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} in config file {path}. "
@@ -209,9 +247,9 @@ def click_options(fn):
     import click
 
     for f in reversed(dataclasses.fields(TrainOptions)):
-        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        name, meta = flag(f.name), f.metadata
         kind = click.Choice(meta["choices"]) if meta["choices"] else (meta["type"] or type(f.default))
-        decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(f.default, bool) else [flag]
+        decls = [f"{name}/--no-{name[2:]}"] if isinstance(f.default, bool) else [name]
         fn = click.option(*decls, f.name, type=kind, default=f.default, help=meta["help"],
                           show_default=f.default is not None)(fn)
 

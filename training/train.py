@@ -42,17 +42,21 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         **options: any TrainOptions field (options.py), e.g. steps=1000, lr=1e-3.
 
     Example:
-        >>> metrics = train(["data/tinyshakespeare/input.txt"], "runs/tiny", steps=20, layers=1,
-        ...                 width=32, heads=2, context=32, vocab_size=300, verbose=0)
+        >>> metrics = train(["data/tinyshakespeare/input.txt"], "runs/tiny", steps=20, num_layers=1,
+        ...                 hidden_size=32, num_heads=2, context_length=32, vocab_size=300, verbose=0)
         >>> metrics["val_loss"] > 0
         True
     """
+    with contextlib.ExitStack() as stack:
+        return _train(stack, files, out, resume, force, verbose, callbacks, command, options)
+
+
+def _train(stack, files, out, resume, force, verbose, callbacks, command, options) -> dict:
     import keras
 
-    from edgellm.config import ModelConfig
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import checkpoint, data, distribute, fine_tune, optim
-    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss
+    from edgellm.training import checkpoint, cluster as cluster_lib, data, distribute, fine_tune, optim
+    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
     from edgellm.training.model import build_model
 
     out_dir = Path(out)
@@ -60,7 +64,14 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
     opts = options_lib.resolve(options, previous and previous["training"])
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
-    checkpoint.check_writable(out_dir)
+    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))
+    # the chief (or a single process) writes to --out; other workers to a folder removed at the end
+    place = stack.enter_context(cluster_lib.writing_place(out_dir, cluster))
+    if cluster is not None:
+        _log(verbose, f"worker {cluster.index} of {cluster.count} ({cluster.address}): " + (
+            f"the chief, writes {out_dir}" if cluster.chief else f"writes to {place} (removed at the end); "
+            "the chief, worker 0, writes the checkpoint"))
+    checkpoint.check_writable(place)
     keras.utils.set_random_seed(opts.seed)
 
     fine_tuning = bool(opts.init) and not previous  # a resumed fine-tuning run restores its own state
@@ -79,7 +90,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         if files:
             raise ValueError(f"Pass text files or examples, not both. Received: {files} and "
                              f"examples={opts.examples!r}")
-        tokenizer, task, fingerprint = tasks.prepare(opts.examples, tokenizer, opts.vocab_size, opts.context,
+        tokenizer, task, fingerprint = tasks.prepare(opts.examples, tokenizer, opts.vocab_size, opts.context_length,
                                                      opts.val_fraction, opts.too_long)
         _check_same_data(previous, fingerprint, out_dir, opts.examples)
         _log(verbose, f"{len(task.train):,} train examples, {len(task.val[0]):,} validation examples, "
@@ -88,7 +99,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
         def batches(start, length):
             return tasks.ExampleBatches(task.train, opts.batch_size, opts.seed, tokenizer.eos_token_id,
-                                        opts.context, start, length, prompt_weight=opts.prompt_loss_weight)
+                                        opts.context_length, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
@@ -99,24 +110,23 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         fingerprint = ids.fingerprint
         _check_same_data(previous, fingerprint, out_dir, files)
         _log(verbose, f"data: {len(ids.train):,} train tokens, {len(ids.val):,} validation tokens")
-        data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed)  # checks the length
-        validation = data.validation_windows(ids.val, opts.context, opts.eval_tokens)
+        data.WindowBatches(ids.train, opts.context_length, opts.batch_size, opts.seed)  # checks the length
+        validation = data.validation_windows(ids.val, opts.context_length, opts.eval_tokens)
         targets = validation[1]
         val_tokens_per_char = targets.size / max(1, len(tokenizer.decode(targets.reshape(-1).tolist())))
 
         def batches(start, length):
-            return data.WindowBatches(ids.train, opts.context, opts.batch_size, opts.seed, start, length)
+            return data.WindowBatches(ids.train, opts.context_length, opts.batch_size, opts.seed, start, length)
 
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, context_length=opts.context,
-                         num_layers=opts.layers, num_heads=opts.heads, num_kv_heads=opts.kv_heads,
-                         hidden_size=opts.width,
-                         dropout=opts.dropout, use_bias=opts.bias, tie_embeddings=opts.tie_embeddings,
-                         position_embedding=opts.positions)
+    config = options_lib.model_config(opts, tokenizer.vocab_size)
     history = checkpoint.read_history(out_dir) if previous else []
     state = (previous or {}).get("state", {})
-    with distribute.data_parallel(opts.distribute, opts.batch_size) as replicas:
-        if replicas > 1:  # every validation batch must split evenly over the devices
-            validation = tuple(a[: len(a) - len(a) % replicas] for a in validation)
+    with distribute.data_parallel(opts.distribute, opts.batch_size, cluster) as parallel:
+        replicas = parallel.replicas
+        position = (previous or {}).get("state", {}).get("micro_step", 0)
+        parallel.agree({**{k: v for k, v in opts.to_dict().items() if k not in cluster_lib.PER_WORKER},
+                        "data": fingerprint, "resume_step": position // opts.grad_accum})
+        validation = parallel.validation(validation)  # every batch splits evenly over the replicas
         model = build_model(config, opts.precision, opts.attention, opts.init_std)
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
@@ -126,6 +136,7 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
+        parallel.prepare(model, batches(0, 1)[0])
         if fine_tuning:
             fine_tune.load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
@@ -133,16 +144,16 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
-        control = RunControl(opts.batch_size * opts.context, opts.grad_accum, opts.time_budget, started)
+        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
-                         *_tensorboard(out_dir, opts.tensorboard, verbose), *(callbacks or [])]
+                         *tensorboard_logs(place, opts.tensorboard, lambda m: _log(verbose, m)), *(callbacks or [])]
 
         saved = []
 
         def save():
             meta = _meta(opts, files, command, history, model, fingerprint, control, keras)
-            checkpoint.save(out_dir, model, tokenizer, meta, history)
+            checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 
         total = opts.steps * opts.grad_accum  # micro-batches
@@ -152,12 +163,13 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                              f"{position // opts.grad_accum}. Received: steps={opts.steps}. "
                              "Raise --steps to go on.")
         try:
-            with _stop_on_ctrl_c(control, verbose):
+            with _stop_on_ctrl_c(control, verbose, alone=parallel.workers == 1):
                 while position < total and not (control.expired or control.interrupted):
                     end = min(total, (position // interval + 1) * interval)
                     control.begin(position)
-                    model.fit(batches(position, end - position), epochs=math.ceil(total / interval), initial_epoch=position // interval,
-                              validation_data=validation, validation_batch_size=opts.batch_size,
+                    model.fit(parallel.train_input(batches(position, end - position)), steps_per_epoch=end - position,
+                              epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              validation_data=validation, validation_batch_size=parallel.validation_batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
                               callbacks=fit_callbacks, verbose=verbose)
                     position = control.position
@@ -167,13 +179,22 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
                     if history else "no checkpoint was written yet")
             raise LossNotFinite(f"Training stopped: {error}; {kept}. Lower --lr or --clip-norm, raise "
                                 "--warmup, or use --precision float32, then continue with --resume.") from None
+        except Exception as error:
+            if parallel.workers == 1 or not distribute.lost_worker(error):
+                raise
+            kept = f"step {history[-1]['step']}" if history else "none yet"
+            raise distribute.WorkerLost(
+                f"Training stopped: {cluster_lib.lost_workers(str(error), cluster)} stopped or cannot be "
+                f"reached ({type(error).__name__}). The last checkpoint ({kept}) is in {out_dir}. Restart "
+                "every worker with --resume.") from None
     if control.interrupted:
         _log(1, f"interrupted at step {control.step}; checkpoint saved in {out_dir}. Continue with: "
                 f"edgellm train --out {out_dir} --resume" if saved else "interrupted before the first step")
         raise KeyboardInterrupt
     metrics = _meta(opts, files, command, history, model, fingerprint, control, keras)["metrics"]
     _log(verbose, f"step {metrics['steps']}: val loss {metrics['val_loss']:.4f} "
-                  f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}")
+                  f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}"
+                  + ("" if place == out_dir else " (the chief's)"))
     return metrics
 
 
@@ -191,7 +212,7 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
         "command": command,
         "training": opts.to_dict(),
         "metrics": {
-            "steps": last.get("step"), "tokens_seen": control.position * opts.batch_size * opts.context,
+            "steps": last.get("step"), "tokens_seen": control.position * opts.batch_size * opts.context_length,
             "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
             "val_perplexity": last.get("val_perplexity"), "val_loss_per_char": last.get("val_loss_per_char"),
             "tokens_per_sec": last.get("tokens_per_sec"), "train_seconds": last.get("seconds"),
@@ -205,24 +226,12 @@ def _meta(opts, files, command, history, model, fingerprint, control, keras) -> 
     }
 
 
-def _tensorboard(out_dir: Path, enabled: bool, verbose: int) -> list:
-    import keras
-
-    if not enabled:
-        return []
-    try:  # the callback writes with tf.summary, which needs both
-        import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
-    except ImportError:
-        _log(verbose, "TensorBoard logs need tensorflow and tensorboard; skipping them")
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False)]
-
-
 @contextlib.contextmanager
-def _stop_on_ctrl_c(control, verbose: int):
-    """First Ctrl-C: finish the step, validate, save, then raise KeyboardInterrupt. Second: quit."""
-    if threading.current_thread() is not threading.main_thread():
+def _stop_on_ctrl_c(control, verbose: int, alone: bool = True):
+    """First Ctrl-C: finish the step, validate, save, then raise KeyboardInterrupt. Second: quit.
+    One of several workers quits at once (the others would wait for it at the next step); the
+    others stop when they notice, and --resume continues from the last checkpoint."""
+    if threading.current_thread() is not threading.main_thread() or not alone:
         yield
         return
 
@@ -273,6 +282,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     from click.core import ParameterSource
 
     from edgellm.training.callbacks import LossNotFinite
+    from edgellm.training.distribute import WorkerLost
 
     if not resume and bool(files) == bool(values["examples"]):
         raise click.UsageError("Pass text FILES or --examples FILE (one of the two), or --resume.")
@@ -281,7 +291,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
             train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
-    except (ValueError, LossNotFinite) as error:
+    except (ValueError, LossNotFinite, WorkerLost) as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         ctx.exit(130)

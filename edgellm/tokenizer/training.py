@@ -17,8 +17,8 @@ import heapq
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
+from edgellm.text import read_text
 from edgellm.tokenizer import DEFAULT_SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer, TokenizerError
 
 Progress = Callable[[Sequence, str], Iterable]  # progress(items, label) -> the same items, reported
@@ -51,19 +51,12 @@ def train_from_files(paths: Iterable[str | os.PathLike], vocab_size: int,
 
 
 def read_text_file(path: str | os.PathLike) -> str:
-    """A UTF-8 text file's content, or a TokenizerError naming the file (and the byte offset)."""
+    """A training file's text, cleaned as training and evaluation clean it (edgellm.text), or a
+    TokenizerError naming the file."""
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TokenizerError(f"Training file not found. Received: {path}. Pass paths of UTF-8 text files") from None
-    except OSError as error:
-        raise TokenizerError(f"Cannot read training file {path}: {error.strerror}. Received: {path}. "
-                             "Pass paths of readable UTF-8 text files") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise TokenizerError(f"Training file {path} is not UTF-8 text. Received: byte 0x{data[error.start]:02x} at "
-                             f"byte offset {error.start}. Convert it to UTF-8 (e.g. iconv -t UTF-8)") from None
+        return read_text(path, "Training file")
+    except ValueError as error:
+        raise TokenizerError(str(error)) from None
 
 
 def _check_options(vocab_size: int, special_tokens: Iterable[str], min_frequency: int) -> list[str]:
