@@ -229,25 +229,19 @@ LONG = {"prompt": "ROMEO:", "max_tokens": 25, "temperature": 0}
 
 
 def test_requests_run_in_parallel_and_the_loop_stays_free(tiny_folder):
+    """Two requests generate at the same time, and the event loop answers /health meanwhile."""
     slow = SlowGenerator(tiny_folder)
     with running(slow, max_concurrency=2) as url:
-        started = time.perf_counter()
-        assert post(url, LONG, timeout=60).status_code == 200
-        alone = time.perf_counter() - started
-
         replies = []
         threads = [threading.Thread(target=lambda: replies.append(post(url, LONG, timeout=60))) for _ in range(2)]
-        started = time.perf_counter()
         for t in threads:
             t.start()
-        wait_for(lambda: health(url)["running"] == 2)
-        asked = time.perf_counter()
-        assert health(url)["status"] == "ok" and time.perf_counter() - asked < 0.5  # not stuck behind a generation
+        wait_for(lambda: health(url)["running"] == 2)  # both generate at once
+        during = health(url)
+        assert during["status"] == "ok" and during["running"] == 2 and not replies  # answered mid-generation
         for t in threads:
             t.join()
-        together = time.perf_counter() - started
     assert [r.status_code for r in replies] == [200, 200]
-    assert together < 1.6 * alone, (alone, together)
 
 
 def test_full_queue_gets_429(tiny_folder):
