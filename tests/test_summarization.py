@@ -40,8 +40,8 @@ def summarizer(rows, tmp_path_factory):
     from edgellm.training.train import train
 
     ckpt = tmp_path_factory.mktemp("runs") / "summarize"
-    metrics = train([], str(ckpt), examples=str(rows / "train.jsonl"), vocab_size=320, layers=1, heads=2,
-                    width=32, context=256, batch_size=16, steps=12, warmup=2, eval_interval=6, lr=3e-3,
+    metrics = train([], str(ckpt), examples=str(rows / "train.jsonl"), vocab_size=320, num_layers=1, num_heads=2,
+                    hidden_size=32, context_length=256, batch_size=16, steps=12, warmup=2, eval_interval=6, lr=3e-3,
                     val_fraction=0.05, verbose=0)
     assert metrics["val_loss"] > 0
     folder = tmp_path_factory.mktemp("models") / "summarize"

@@ -320,7 +320,8 @@ def test_checkpoints_with_the_older_option_names_resume_and_export(corpus_file, 
     (out / "checkpoint.json").write_text(json.dumps(doc))  # old keys again: export reads them too
     export(out, tmp_path / "model")  # with its parity gate
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["architecture"]["num_kv_heads"] == 1 and config["provenance"]["training"]["num_kv_heads"] == 1
+    own = config["edgellm"]  # edgellm's document in the folder's config.json
+    assert own["architecture"]["num_kv_heads"] == 1 and own["provenance"]["training"]["num_kv_heads"] == 1
     doc["training"]["num_layers"] = 1  # both spellings of one option
     (out / "checkpoint.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="sets num_layers twice, as num_layers and as layers"):
