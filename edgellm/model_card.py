@@ -53,7 +53,7 @@ def render(name: str, config: dict, folder: Path) -> str:
         lines += ["![loss curve](loss_curve.png)", ""]
     lines += _evaluations(prov.get("evaluations") or [])
     onnx_info = config.get("onnx", {})
-    flags = {"int8": " --quantize int8", "float16": " --fp16"}.get(onnx_info.get("weights"), "")
+    flags = {"float32": " --quantize none", "float16": " --fp16"}.get(onnx_info.get("weights"), "")
     flags += " --kv-cache concat" if onnx_info.get("kv_cache") == "concat" else ""
     lines += [
         "## Export parity (ONNX with KV cache vs Keras full recompute, float32)",
@@ -66,7 +66,9 @@ def render(name: str, config: dict, folder: Path) -> str:
         f"- max |logit difference|: prefill {_fmt(parity.get('max_abs_logit_diff_prefill'), '.2e')}, "
         f"decode {_fmt(parity.get('max_abs_logit_diff_decode'), '.2e')} (gate {parity.get('atol')})",
         "",
-        *_variants_table(prov.get("variants") or {}, config["onnx"].get("weights", "float32")),
+        *_variants_table((prov.get("quantization") or {}).get("figures") or prov.get("variants") or {},
+                         config["onnx"].get("weights", "float32")),
+        *_quantization(prov.get("quantization")),
         *_runtimes(config, folder),
         "## Files",
         "",
@@ -108,7 +110,9 @@ def _runtimes(config: dict, folder: Path) -> list[str]:
         lines += [f"Upgraded from format {upgrade.get('from_format_version')} with `{upgrade.get('command')}` "
                   f"(edgellm {upgrade.get('edgellm')}, onnx {upgrade.get('onnx')}): config.json, "
                   "tokenizer_config.json, generation_config.json, genai_config.json and model.onnx's dimension "
-                  "names were rewritten; the graph, the weights and the figures above are the export's.", ""]
+                  "names were rewritten; the graph, the weights and the figures above are the export's"
+                  + (" (of the float32 weights; the int8 ones were made from them afterwards, as above)." if config["provenance"].get("quantization")
+                     else "."), ""]
     return lines
 
 
@@ -146,6 +150,31 @@ def _variants_table(variants: dict, shipped: str) -> list[str]:
             f"{'n/a' if ppl is None else format(ppl / base['val_perplexity'] - 1, '+.2%')} | "
             f"{v['decode_tokens_per_s']:.0f} | {v['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x |")
     return [*lines, "", "Perplexity is on held-out windows of the training files' validation split.", ""]
+
+
+def _quantization(q: dict | None) -> list[str]:
+    """The int8 decision: what was compared, greedy agreement, the command, how to get float32 back."""
+    if not q:
+        return []
+    agree = q["greedy_agreement"]
+    lines = ["## int8 weights (measured against float32)", "",
+             f"- decision: {q['decision']}",
+             f"- greedy agreement (the export gate's prompts and held-out prompts, up to {agree['max_new_tokens']} "
+             f"tokens each): {agree['identical_prompts']} of {agree['prompts']} prompts identical, "
+             f"{agree['token_agreement']:.1%} of tokens match up to the first difference"]
+    f32, i8 = q["figures"]["float32"], q["figures"]["int8"]
+    if f32.get("task_metric") is not None:
+        scores = {name: ", ".join(f"{k} {v:.4f}" for k, v in f["task_metrics"].items() if isinstance(v, float))
+                  for name, f in (("float32", f32), ("int8", i8))}
+        lines.append(f"- {f32['task_metrics'].get('task')} (greedy, {f32['task_metrics'].get('examples')} examples): "
+                     f"float32 {scores['float32']}; int8 {scores['int8']}")
+    if q.get("command"):
+        lines.append(f"- command: `{q['command']}`")
+    if q["weights"] == "int8":
+        lines.append("- float32 weights: `edgellm export CHECKPOINT OUT --quantize none`; for a folder quantized "
+                     "by `edgellm quantize`, its float32 model.onnx is in the edgellm repository's history "
+                     "(`git log -- models/NAME/model.onnx`)")
+    return [*lines, ""]
 
 
 def _train_command(prov: dict) -> str:

@@ -11,8 +11,8 @@ config.json, tokenizer_config.json, generation_config.json and genai_config.json
 transformers, Optimum, transformers.js and onnxruntime-genai read) into a temporary folder next
 to OUT_DIR, with `fmt="hf"` the weights as model.safetensors for transformers' GPT2LMHeadModel
 (hf_weights.py); check the ONNX model against the Keras model (validate.py);
-measure the float32 model and a smaller variant, if asked for (variants.py); only then rename
-the folder into place.
+by default make int8 weights and keep them only if they measure as good as float32
+(quantize.py; float16 or float32 if asked for, variants.py); only then rename the folder into place.
 """
 
 from __future__ import annotations
@@ -82,14 +82,16 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, kv_cache: str = "in_place"):
 
 
 def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-           weights: str = "float32", force: bool = False, kv_cache: str = "in_place", fmt: str = "onnx") -> dict:
+           weights: str = "int8", force: bool = False, kv_cache: str = "in_place", fmt: str = "onnx") -> dict:
     """Export a training checkpoint to a validated model folder. Returns config.json's provenance.
 
     Args:
         checkpoint_dir: a folder written by `edgellm train`.
         out_dir: the model folder to create (refused if it exists, unless `force`).
         opset: ONNX opset.
-        weights: "float32", or a smaller variant of model.onnx: "int8" or "float16".
+        weights: "int8" (default: kept where held-out perplexity rises by at most 0.5% and
+            greedy agreement is recorded, else float32 with the reason; a task model keeps float32,
+            see `edgellm quantize`), "float32", or "float16".
         force: replace `out_dir` if it exists.
         kv_cache: "in_place" (GroupQueryAttention, onnxruntime only; the runtime updates one
             preallocated cache) or "concat" (standard ONNX operators; the cache is copied each step).
@@ -104,7 +106,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     import onnx
 
     from edgellm import model_card
-    from edgellm.export import folder_files, hf_weights, validate, variants
+    from edgellm.export import folder_files, hf_weights, quantize, validate, variants
     from edgellm.training import checkpoint
 
     if fmt not in FORMATS:
@@ -157,9 +159,20 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
 
         # the gate runs on the float32 graph; a smaller variant is then measured against it
         provenance["parity"] = validate.check_parity(model, tmp)  # raises on mismatch
-        windows = variants.validation_windows(meta, tokenizer, model.config.context_length)
-        figures = {"float32": variants.measure(tmp, windows)}
-        if weights != "float32":
+        if weights == "int8":  # kept only within quantize.py's limits, else float32 (the decision says why)
+            float32_dir = scratch / "float32"
+            shutil.copytree(tmp, float32_dir)
+            variants.make_variant(float32_dir / model_folder.MODEL_FILE, tmp / model_folder.MODEL_FILE, "int8")
+            quantization = quantize.measure_int8(float32_dir, tmp, config)
+            if quantization["weights"] == "float32":
+                shutil.copy(float32_dir / model_folder.MODEL_FILE, tmp / model_folder.MODEL_FILE)
+            config["onnx"]["weights"] = quantization["weights"]
+            provenance["quantization"] = quantization
+            figures = quantization["figures"]
+        else:
+            windows = variants.validation_windows(meta, tokenizer, model.config.context_length)
+            figures = {"float32": variants.measure(tmp, windows)}
+        if weights == "float16":
             float32_file = scratch / "model.float32.onnx"
             os.replace(tmp / model_folder.MODEL_FILE, float32_file)
             variants.make_variant(float32_file, tmp / model_folder.MODEL_FILE, weights)

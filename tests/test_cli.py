@@ -1,5 +1,6 @@
 """The edgellm command in a subprocess, as users run it, and through click's CliRunner."""
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,11 @@ def test_train_export_generate_commands(corpus_file, tmp_path):
     export = edgellm("export", ckpt, folder)
     assert export.returncode == 0, export.stderr
     assert (folder / "model.onnx").is_file() and (folder / "README.md").is_file()
+    # int8 by default: kept or refused, and the decision is said
+    weights = json.loads((folder / "config.json").read_text())["edgellm"]["onnx"]["weights"]
+    assert ("int8: held-out perplexity" if weights == "int8" else "float32 kept: int8 raises") in export.stderr
+    both = edgellm("export", ckpt, tmp_path / "other", "--quantize", "int8", "--fp16")
+    assert both.returncode != 0 and "Choose one of --quantize int8 and --fp16." in both.stderr
 
     generate = edgellm("generate", "ROMEO:", "--model", folder, "-n", 12, "--seed", 1)
     assert generate.returncode == 0, generate.stderr

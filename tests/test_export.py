@@ -9,8 +9,15 @@ from conftest import TINY
 from edgellm.generator import load
 
 
-def test_onnxruntime_genai_runs_the_folder_unchanged_with_the_same_greedy_tokens(tiny_folder):
+@pytest.mark.parametrize("name", ["tiny", "shakespeare"])
+def test_onnxruntime_genai_runs_the_folder_unchanged_with_the_same_greedy_tokens(name, request):
+    """The tiny float32 export, and the shipped folder with its int8 weights."""
     og = pytest.importorskip("onnxruntime_genai")
+    from edgellm import model_folder
+
+    tiny_folder = request.getfixturevalue("tiny_folder") if name == "tiny" else model_folder.resolve(name)
+    if name == "shakespeare":
+        assert json.loads((tiny_folder / "config.json").read_text())["edgellm"]["onnx"]["weights"] == "int8"
     model = load(tiny_folder)
     for prompt in ("ROMEO:", "The king"):
         ids = model.tokenizer.encode(prompt)
@@ -87,16 +94,24 @@ def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
 def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path, weights):
     from edgellm.export.onnx_export import export
 
-    provenance = export(tiny_checkpoint, tmp_path / weights, weights=weights)
+    # int8 is the default: no weights argument
+    provenance = export(tiny_checkpoint, tmp_path / weights, **({} if weights == "int8" else {"weights": weights}))
     config = json.loads((tmp_path / weights / "config.json").read_text())["edgellm"]
-    assert config["onnx"]["weights"] == weights
     figures = provenance["variants"]
     assert set(figures) == {"float32", weights}
     assert figures[weights]["file_bytes"] < figures["float32"]["file_bytes"]
-    assert figures[weights]["file_bytes"] == (tmp_path / weights / "model.onnx").stat().st_size
-    # the smaller weights barely change the model: perplexity within 3% of float32
-    assert figures[weights]["val_perplexity"] <= 1.03 * figures["float32"]["val_perplexity"]
-    assert weights in (tmp_path / weights / "README.md").read_text()
+    change = figures[weights]["val_perplexity"] / figures["float32"]["val_perplexity"] - 1
+    if weights == "int8":  # kept only within +0.5% perplexity, else float32 with the reason
+        quantization = provenance["quantization"]
+        assert config["onnx"]["weights"] == quantization["weights"] == ("int8" if change <= 0.005 else "float32")
+        assert quantization["greedy_agreement"]["prompts"] >= 4
+        assert quantization["decision"] in (tmp_path / weights / "README.md").read_text()
+    else:
+        assert config["onnx"]["weights"] == weights and change <= 0.03
+    shipped = config["onnx"]["weights"]
+    size = (tmp_path / weights / "model.onnx").stat().st_size
+    assert size == figures[shipped]["file_bytes"]
+    assert f"holds **{shipped}** weights" in (tmp_path / weights / "README.md").read_text()
     result = load(tmp_path / weights).generate("ROMEO:", max_new_tokens=8, temperature=0.0)
     assert result.token_ids
 
