@@ -36,6 +36,27 @@ def test_shipped_model_is_small_and_documented():
     assert f"{provenance['metrics']['val_loss']:.4f}" in card
 
 
+@pytest.mark.parametrize("name", ["shakespeare", "en-fr", "babi-qa1"])
+def test_shipped_folders_hold_int8_weights_measured_within_the_limits(name):
+    """Each shipped model.onnx is int8, made from the float32 one by `edgellm quantize`, and its
+    recorded figures are within the limits that command keeps int8 under."""
+    from edgellm.export.quantize import MAX_PERPLEXITY_CHANGE, MAX_TASK_METRIC_DROP
+
+    folder = model_folder.resolve(name)
+    config = json.loads((folder / "config.json").read_text())["edgellm"]
+    quantization = config["provenance"]["quantization"]
+    assert config["onnx"]["weights"] == quantization["weights"] == "int8"
+    f32, i8 = quantization["figures"]["float32"], quantization["figures"]["int8"]
+    assert i8["file_bytes"] == (folder / "model.onnx").stat().st_size < 0.3 * f32["file_bytes"]
+    if "val_perplexity" in f32:
+        assert i8["val_perplexity"] / f32["val_perplexity"] - 1 <= MAX_PERPLEXITY_CHANGE
+    else:
+        assert f32["task_metric"] - i8["task_metric"] <= MAX_TASK_METRIC_DROP
+    card = (folder / "README.md").read_text()
+    assert "holds **int8** weights" in card and quantization["command"] in card
+    assert quantization["command"].startswith(f"edgellm quantize models/{name} ")
+
+
 def test_shipped_translation_model_translates_held_out_sentences():
     """models/en-fr: its recorded test figures meet the target, and a spread-out sample of the
     held-out test pairs, translated here through the runtime, scores close to them."""
