@@ -89,8 +89,8 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
     Returns: the `quantization` entry written to config.json's provenance.
 
     Example:
-        >>> quantize_folder("models/shakespeare", "models/shakespeare-int8")["weights"]
-        'int8'
+        >>> quantize_folder("models/my-model", "models/my-model-int8")["decision"]  # a float32 folder
+        'int8: held-out perplexity +0.01% vs float32 (limit +0.5%)'
     """
     from edgellm import model_card
     from edgellm.export import folder_files, variants
