@@ -46,11 +46,16 @@ def test_regexes_match_greedy_sampled_and_beams(model):
         assert result.finish_reason == "eos"
 
 
-def test_a_batch_takes_one_constraint_per_row(model):
+def test_a_batch_takes_one_constraint_per_row(model, tiny_folder):
     rows = [constraints.regex(r"[0-9]{3}"), None, constraints.json_schema(PERSON), constraints.lark('start: "ay" | "nay"')]
     results = model.generate(["A", "ROMEO:", "B", "C"], constraint=rows, seed=4, max_new_tokens=60)
     assert re.fullmatch(r"[0-9]{3}", results[0].text)
-    assert results[1].text == model.generate("ROMEO:", seed=4, max_new_tokens=60).text  # a free row is untouched
+    # a free row is untouched: checked on float32 weights, since int8's activations are quantized
+    # with one scale per tensor, across the batch, so the rows' logits nudge each other slightly
+    small = edgellm.load(tiny_folder)
+    pair = small.generate(["A", "ROMEO:"], constraint=rows[:2], seed=4, max_new_tokens=20)
+    assert re.fullmatch(r"[0-9]{3}", pair[0].text)
+    assert pair[1].text == small.generate("ROMEO:", seed=4, max_new_tokens=20).text
     jsonschema.validate(json.loads(results[2].text), PERSON)
     assert results[3].text in ("ay", "nay")
     several = model.generate("ROMEO:", constraint=constraints.json(), num_return_sequences=2, seed=3,
