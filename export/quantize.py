@@ -103,6 +103,7 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
         raise ValueError(f"Output folder {out_dir} already exists. Pass a new folder (or --force to replace it).")
     if (task is None) != (eval_file is None):
         raise ValueError("Pass --task and --eval-file together (a task model), or neither (a text model).")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)
