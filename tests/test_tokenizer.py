@@ -342,7 +342,7 @@ def test_unreadable_files_get_clear_errors(tmp_path):
     with pytest.raises(TokenizerError, match="Cannot read tokenizer file"):
         Tokenizer.load(tmp_path)
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(TokenizerError, match="bad.json: it is not UTF-8 JSON"):
+    with pytest.raises(TokenizerError, match="bad.json is not valid JSON"):
         Tokenizer.load(tmp_path / "bad.json")
 
 

@@ -34,7 +34,8 @@ def main():
 @main.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--opset", default=17, help="ONNX opset to convert to.")
+@click.option("--opset", default=17, type=click.IntRange(17, 18),  # export/onnx_export.py's OPSETS
+              help="ONNX opset to convert to.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Ship int8 weights (onnxruntime dynamic quantization).")
 @click.option("--fp16", is_flag=True, help="Ship float16 weights (inputs and outputs stay float32).")
 @click.option("--kv-cache", type=click.Choice(KV_CACHES), default="in_place", show_default=True,
