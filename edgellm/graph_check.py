@@ -8,8 +8,10 @@ table is no input or output, so only a run shows it). The run is one token on an
 about a millisecond.
 
 Example:
-    >>> check_graph(session, ModelConfig(vocab_size=384, context_length=64, num_layers=2, num_heads=2,
-    ...                                  hidden_size=64), Path("models/tiny/model.onnx"))
+    >>> import onnxruntime as ort
+    >>> from edgellm import model_folder
+    >>> folder = model_folder.read("shakespeare")
+    >>> check_graph(ort.InferenceSession(folder.path / "model.onnx"), folder.config, folder.path / "model.onnx")
 """
 
 from __future__ import annotations
