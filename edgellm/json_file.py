@@ -6,12 +6,12 @@ for files holding one object, `read_object`, whose `JsonObject` reads each field
 checked. Every error is one ValueError naming the file and the field, what was received and
 what to do:
 
-    models/x/config.json: special_tokens must be an object. Received: special_tokens=None.
-    Re-export the model folder.
+    models/x/config.json: edgellm.special_tokens must be an object. Received:
+    edgellm.special_tokens=null. Re-export the model folder with `edgellm export`.
 
 Example:
     >>> doc = read_object("models/shakespeare/config.json", "Re-export the model folder.")
-    >>> doc.section("architecture").get("num_layers", int)
+    >>> doc.section("edgellm").section("architecture").get("num_layers", int)
     4
 """
 

@@ -127,7 +127,8 @@ def read(name_or_path: str | Path) -> ModelFolder:
                          "Upgrade edgellm (pip install -U edgellm) to read it." if newer else FIX)
     config = meta.build("architecture", ModelConfig.from_dict, meta.get("architecture", dict))
     special = _check_fields(meta, config)
-    generation = json_file.read_object(path / GENERATION_CONFIG_FILE, FIX).doc
+    generation_file = json_file.read_object(path / GENERATION_CONFIG_FILE, FIX)
+    generation = generation_file.doc
     if version == 1:
         old = generation.pop("format_version", 1)
         if old != 1:
@@ -135,6 +136,8 @@ def read(name_or_path: str | Path) -> ModelFolder:
                              f"Received: format_version={old!r}. Re-export with this edgellm.")
         template = _default_template(meta.doc)
     else:
+        generation_file.get("do_sample", bool, False)
+        generation_file.get("eos_token_id", (int, list, type(None)), None)
         generation = _from_hf_names(generation)
         if not (path / TOKENIZER_CONFIG_FILE).is_file():
             raise ValueError(f"Model folder {path} is incomplete: {TOKENIZER_CONFIG_FILE} is missing. "
