@@ -31,7 +31,11 @@ def prompt_of(model, tokens: int) -> list[int]:
 
 def decode_speed(model, prompt_tokens: int = 16, new_tokens: int = 64, batch: int = 1, repeats: int = 5) -> dict:
     """Greedy generation of `new_tokens` for `batch` prompts: prefill ms and decode tokens/s."""
-    new_tokens = min(new_tokens, model.config.context_length - prompt_tokens)
+    context = model.config.context_length
+    _check_count("prompt_tokens", prompt_tokens, context - 1, f"below the context of {context}")
+    for name, value in (("new_tokens", new_tokens), ("batch", batch), ("repeats", repeats)):
+        _check_count(name, value)
+    new_tokens = min(new_tokens, context - prompt_tokens)
     prompt = model.tokenizer.decode(prompt_of(model, prompt_tokens))
     runs = []
     for _ in range(repeats + 1):  # the first run warms up
@@ -52,7 +56,8 @@ def time_per_token(model, position: int, steps: int = 16, repeats: int = 5, sett
     after it are slower until they are back (docs/runtime.md), a cost of the prompt, not of the
     position."""
     context = model.config.context_length
-    if not 1 <= position <= context - steps:
+    _check_count("repeats", repeats)
+    if type(position) is not int or not 1 <= position <= context - steps:
         raise ValueError(f"position must be in [1, {context - steps}] for a context of {context}. "
                          f"Received: position={position}")
     settle = min(settle, position - 1)
@@ -70,3 +75,9 @@ def time_per_token(model, position: int, steps: int = 16, repeats: int = 5, sett
             token[0] = int(run.advance(token)[0].argmax())
         times.append(1000 * (time.perf_counter() - started) / steps)
     return statistics.median(times[1:])
+
+
+def _check_count(name: str, value, most: int | None = None, why: str = "") -> None:
+    if type(value) is not int or value < 1 or (most is not None and value > most):
+        rule = f"in [1, {most}] ({why})" if most is not None else "a positive integer"
+        raise ValueError(f"{name} must be {rule}. Received: {name}={value!r}")

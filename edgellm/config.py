@@ -44,24 +44,27 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "num_layers", "num_heads", "hidden_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        for name in ("use_bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false. Received: {name}={getattr(self, name)!r}")
+        if type(self.dropout) not in (int, float) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 "hidden_size must be divisible by num_heads. "
                 f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}"
             )
-        if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 0 or self.num_heads % self.kv_heads:
+        if type(self.num_kv_heads) is not int or self.num_kv_heads < 0 or self.num_heads % self.kv_heads:
             raise ValueError(f"num_kv_heads must divide num_heads (0: as many as num_heads). Received: "
                              f"num_kv_heads={self.num_kv_heads!r}, num_heads={self.num_heads}")
-        if self.position_embedding not in POSITION_EMBEDDINGS:
+        if not isinstance(self.position_embedding, str) or self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}. "
                              f"Received: position_embedding={self.position_embedding!r}")
         if self.position_embedding == "rope" and self.head_dim % 2:
             raise ValueError(f"Rotary position embeddings need an even head size. Received: "
                              f"hidden_size={self.hidden_size}, num_heads={self.num_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
 
     @property
     def head_dim(self) -> int:
@@ -81,4 +84,6 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown model config keys {unknown}. Allowed keys: {sorted(known)}")
+        if "vocab_size" not in d:
+            raise ValueError("vocab_size is missing. Received: keys " + str(sorted(d)))
         return cls(**d)

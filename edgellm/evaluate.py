@@ -25,8 +25,11 @@ from edgellm import text as text_files
 
 def read_text(path: str | Path, max_chars: int | None = None) -> str:
     """A UTF-8 text file cleaned exactly as training cleans it (edgellm.text), cut to `max_chars`."""
+    if max_chars is not None and (type(max_chars) is not int or max_chars < 1):
+        raise ValueError(f"max_chars must be a positive integer, or None for the whole file. "
+                         f"Received: max_chars={max_chars!r}")
     text = text_files.read_text(path, "Evaluation file")
-    return text[:max_chars] if max_chars else text
+    return text if max_chars is None else text[:max_chars]
 
 
 def language_model(model, path: str | Path, max_chars: int | None = None) -> dict:
@@ -85,11 +88,11 @@ def record(folder: str | Path, task: str, path: str | Path, metrics: dict, comma
     import json
     import os
 
-    from edgellm import model_card
-    from edgellm.model_folder import CONFIG_FILE, EDGELLM_KEY
+    from edgellm import json_file, model_card
+    from edgellm.model_folder import CONFIG_FILE, EDGELLM_KEY, FIX
 
     folder = Path(folder)
-    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = json_file.read_object(folder / CONFIG_FILE, FIX).doc
     doc = config.get(EDGELLM_KEY, config)  # format 2 keeps edgellm's document under one key
     entry = {"task": task, "file": Path(path).as_posix(), "settings": settings or {}, "metrics": metrics,
              "command": command, "date": datetime.date.today().isoformat()}

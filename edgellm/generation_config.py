@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 TRUNCATE_POLICIES = ("error", "left")
+MAX_SEQUENCES = 256  # num_beams and num_return_sequences: each is a row of the batch, with its own cache
 
 
 def _setting(default, help_text: str, **kwargs):
@@ -106,8 +108,9 @@ class GenerationConfig:
             ("presence_penalty", -2 <= self.presence_penalty <= 2, "must be in [-2, 2]"),
             ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "must be in [-2, 2]"),
             ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "must be >= 0 (0 = off)"),
-            ("num_return_sequences", self.num_return_sequences >= 1, "must be at least 1"),
-            ("num_beams", self.num_beams >= 1, "must be at least 1 (1 = no beam search)"),
+            ("num_return_sequences", 1 <= self.num_return_sequences <= MAX_SEQUENCES,
+             f"must be in [1, {MAX_SEQUENCES}]"),
+            ("num_beams", 1 <= self.num_beams <= MAX_SEQUENCES, f"must be in [1, {MAX_SEQUENCES}] (1 = no beam search)"),
             ("truncate", self.truncate in TRUNCATE_POLICIES, f"must be one of {list(TRUNCATE_POLICIES)}"),
             ("prompt_lookup_num_tokens", self.prompt_lookup_num_tokens >= 0, "must be >= 0 (0 = off)"),
         ]
@@ -158,8 +161,12 @@ class GenerationConfig:
     def from_dict(cls, doc: dict, source: str = "generation_config.json") -> "GenerationConfig":
         """Settings from a generation_config.json document; keys edgellm does not use are ignored."""
         known = {k: v for k, v in doc.items() if k in cls.field_names()}
-        if isinstance(known.get("logit_bias"), dict):  # JSON object keys are strings
-            known["logit_bias"] = {int(k): v for k, v in known["logit_bias"].items()}
+        bias = known.get("logit_bias")
+        if isinstance(bias, dict):  # JSON object keys are strings
+            if not all(isinstance(k, str) and re.fullmatch("[0-9]+", k) for k in bias):
+                raise ValueError(f"{source}: logit_bias keys must be token ids (\"50\"). Received: "
+                                 f"logit_bias={bias!r}")
+            known["logit_bias"] = {int(k): v for k, v in bias.items()}
         try:
             return cls(**known)
         except (TypeError, ValueError) as error:
@@ -178,6 +185,8 @@ def _check_int(name: str, value) -> None:
 
 
 def _int_tuple(name: str, values) -> tuple[int, ...]:
+    if not isinstance(values, (int, list, tuple)):
+        raise ValueError(f"{name} must be a list of token ids. Received: {name}={values!r}")
     values = (values,) if isinstance(values, int) else tuple(values)
     for value in values:
         _check_int(name, value)
@@ -187,9 +196,15 @@ def _int_tuple(name: str, values) -> tuple[int, ...]:
 
 
 def _string_tuple(values) -> tuple[str, ...]:
+    if not isinstance(values, (str, list, tuple)):
+        raise ValueError(f"stop_strings must be a list of strings. Received: stop_strings={values!r}")
     values = (values,) if isinstance(values, str) else tuple(values)
     if not all(isinstance(v, str) and v for v in values):
         raise ValueError(f"stop_strings must be non-empty strings. Received: stop_strings={list(values)!r}")
+    for value in values:  # generated text is valid UTF-8: such a stop string could never match
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise ValueError("stop_strings must be valid Unicode, without lone surrogates. "
+                             f"Received: stop_strings={list(values)!r}")
     return tuple(dict.fromkeys(values))
 
 

@@ -114,7 +114,7 @@ class Generator:
 
     def settings(self, config: GenerationConfig | None = None, **overrides) -> GenerationConfig:
         """The folder's default settings (or `config`) with `overrides` applied and checked."""
-        config = (config or self.defaults).replace(**overrides)
+        config = (_checked(config) or self.defaults).replace(**overrides)
         bad = config.id_outside(self.config.vocab_size)
         if bad is not None:
             raise ValueError(f"Token ids must be below the vocabulary size {self.config.vocab_size}. "
@@ -135,7 +135,7 @@ class Generator:
         """
         if not isinstance(prompt, str):
             raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
-        config = config or self.defaults
+        config = _checked(config) or self.defaults
         ids = template_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
         return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
 
@@ -226,6 +226,11 @@ class Generator:
             raise ValueError("Streaming generates one sequence. Received: num_beams="
                              f"{config.num_beams}, num_return_sequences={config.num_return_sequences}. "
                              "Use generate() for several.")
+        vocab = self.config.vocab_size
+        if not isinstance(prompt_ids, (list, tuple, np.ndarray)) or not all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < vocab for i in prompt_ids):
+            raise ValueError(f"prompt_ids must be a list of token ids in [0, {vocab}). Received: "
+                             f"{str(prompt_ids)[:60]}")
         return config, fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
                                    config.truncate)
 
@@ -347,6 +352,14 @@ class Generator:
         from edgellm.scoring import score_text
 
         return score_text(self, text)
+
+
+def _checked(config) -> GenerationConfig | None:
+    """`config` if it is a GenerationConfig or None; a clear error for anything else (a dict)."""
+    if config is not None and not isinstance(config, GenerationConfig):
+        raise ValueError(f"config must be a GenerationConfig. Received: a {type(config).__name__}. Pass "
+                         "GenerationConfig(**settings), or the settings as keywords: generate(prompt, temperature=0)")
+    return config
 
 
 def load(name_or_path, providers: list[str] | None = None, threads: int | None = None) -> Generator:

@@ -22,10 +22,10 @@ Shipped models live in the repository's models/ folder, which is installed as pa
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgellm import json_file
 from edgellm.config import ModelConfig
 from edgellm.generation_config import GenerationConfig
 
@@ -42,6 +42,8 @@ EDGELLM_KEY = "edgellm"  # config.json's key of edgellm's own document (format 2
 # how model.onnx caches keys and values (config.json's onnx.kv_cache): export/graph/attention.py
 # writes "in_place", edgellm/session.py runs both; folders without the key are "concat"
 KV_CACHES = ("in_place", "concat")
+SPECIAL_IDS = ("eos_token_id", "bos_token_id", "pad_token_id")
+FIX = "Re-export the model folder with `edgellm export`."
 
 
 def input_names(num_layers: int) -> list[str]:
@@ -108,48 +110,66 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def read(name_or_path: str | Path) -> ModelFolder:
-    """Find and check a model folder: files present, format version, consistent sizes."""
+    """Find and check a model folder: files present, format version, each field the runtime reads of
+    the right type (json_file.py names the file and the field otherwise)."""
     path = resolve(name_or_path)
     for name in REQUIRED_FILES:
         if not (path / name).is_file():
             raise ValueError(f"Model folder {path} is incomplete: {name} is missing. "
                              "Re-export it with `edgellm export`.")
-    config = _read_json(path / CONFIG_FILE)
-    meta = config.get(EDGELLM_KEY, config)  # format 1 kept edgellm's document at the top
-    version = meta.get("format_version") if isinstance(meta, dict) else None
+    document = json_file.read_object(path / CONFIG_FILE, FIX)
+    # format 1 kept edgellm's document at the top
+    meta = document.section(EDGELLM_KEY) if EDGELLM_KEY in document.doc else document
+    version = meta.get("format_version", (int, type(None)), None)
     if version not in READABLE_VERSIONS:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
-        raise ValueError(f"{path / CONFIG_FILE}: format_version must be one of {list(READABLE_VERSIONS)}. "
-                         f"Received: {version!r}. " + ("Upgrade edgellm (pip install -U edgellm) to read it."
-                                                       if newer else "Re-export it with `edgellm export`."))
-    try:
-        config = ModelConfig.from_dict(meta["architecture"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path / CONFIG_FILE}: bad architecture section ({error}).") from None
-    generation = _read_json(path / GENERATION_CONFIG_FILE)
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise meta.error("format_version", f"must be one of {list(READABLE_VERSIONS)}", version,
+                         "Upgrade edgellm (pip install -U edgellm) to read it." if newer else FIX)
+    config = meta.build("architecture", ModelConfig.from_dict, meta.get("architecture", dict))
+    special = _check_fields(meta, config)
+    generation_file = json_file.read_object(path / GENERATION_CONFIG_FILE, FIX)
+    generation = generation_file.doc
     if version == 1:
         old = generation.pop("format_version", 1)
         if old != 1:
             raise ValueError(f"{path / GENERATION_CONFIG_FILE}: format_version must be 1 in a format 1 folder. "
-                             f"Received: {old!r}. Re-export with this edgellm.")
-        template = _default_template(meta)
+                             f"Received: format_version={old!r}. Re-export with this edgellm.")
+        template = _default_template(meta.doc)
     else:
+        generation_file.get("do_sample", bool, False)
+        generation_file.get("eos_token_id", (int, list, type(None)), None)
         generation = _from_hf_names(generation)
         if not (path / TOKENIZER_CONFIG_FILE).is_file():
             raise ValueError(f"Model folder {path} is incomplete: {TOKENIZER_CONFIG_FILE} is missing. "
                              "Re-export it with `edgellm export`.")
-        template = _read_json(path / TOKENIZER_CONFIG_FILE).get("chat_template")
-        if not isinstance(template, str):
-            raise ValueError(f"{path / TOKENIZER_CONFIG_FILE}: chat_template must be a Jinja string. "
-                             f"Received: {template!r}. Re-export the model folder.")
+        tokenizer_config = json_file.read_object(path / TOKENIZER_CONFIG_FILE, FIX)
+        template = tokenizer_config.get("chat_template", str, None)
+        if template is None:
+            raise tokenizer_config.error("chat_template", "must be a Jinja string", None)
     if (path / MODEL_FILE).stat().st_size < 1024:
         raise ValueError(f"{path / MODEL_FILE} is only {(path / MODEL_FILE).stat().st_size} bytes: it is "
                          "truncated or not a model. Re-export the model folder.")
-    folder = ModelFolder(path, config, meta.get("special_tokens", {}), generation, meta, template, version)
-    if folder.kv_cache not in KV_CACHES:
-        raise ValueError(f"{path / CONFIG_FILE}: onnx.kv_cache must be one of {', '.join(KV_CACHES)}. "
-                         f"Received: {folder.kv_cache!r}. Re-export the model folder.")
-    return folder
+    return ModelFolder(path, config, special, generation, meta.doc, template, version)
+
+
+def _check_fields(meta: json_file.JsonObject, config: ModelConfig) -> dict:
+    """Each other field of edgellm's document that the runtime reads, of the right type (json_file.py
+    names the file and the field otherwise). Returns the special token ids."""
+    special = meta.section("special_tokens", {})
+    for key in SPECIAL_IDS:
+        token = special.get(key, (int, type(None)), None)
+        if token is not None and not 0 <= token < config.vocab_size:
+            raise special.error(key, f"must be a token id in [0, {config.vocab_size})", token)
+    onnx = meta.section("onnx", {})
+    kv_cache = onnx.get("kv_cache", str, "concat")
+    if kv_cache not in KV_CACHES:
+        raise onnx.error("kv_cache", f"must be one of {', '.join(KV_CACHES)}", kv_cache)
+    onnx.get("capacity_mask", bool, False)
+    meta.get("prompt_template", (str, type(None)), None)
+    provenance = meta.section("provenance", {})
+    for key in ("metrics", "parity"):
+        provenance.get(key, (dict, type(None)), None)
+    return special.doc
 
 
 def _default_template(meta: dict) -> str:
@@ -227,13 +247,3 @@ def describe(name_or_path: str | Path) -> dict:
                                           "max_abs_logit_diff_decode") if k in parity},
         "files": files,
     }
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"Cannot read {path}: {error}. Re-export the model folder.") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path} must hold a JSON object. Re-export the model folder.")
-    return doc

@@ -24,12 +24,14 @@ import numpy as np
 
 from edgellm import huge_pages
 from edgellm.config import ModelConfig
+from edgellm.graph_check import check_graph
 from edgellm.model_folder import input_names, output_names
 from edgellm.runs import ConcatRun, InPlaceRun, Run
 
 __all__ = ["ConcatRun", "DecoderSession", "InPlaceRun", "Run", "choose_providers", "default_threads"]
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+MAX_THREADS = 1024  # onnxruntime's intra-op threads; the CLI's --threads range (cli/options.py)
 
 
 def default_threads() -> int:
@@ -42,6 +44,9 @@ def choose_providers(requested: list[str] | None, available: list[str]) -> list[
         return [p for p in DEFAULT_PROVIDERS if p in available]
     if isinstance(requested, str):
         requested = [requested]
+    if not isinstance(requested, (list, tuple)) or not all(isinstance(name, str) for name in requested):
+        raise ValueError("providers must be a list of onnxruntime execution provider names. "
+                         f"Received: providers={requested!r}. Available: {', '.join(available)}")
     for name in requested:
         if name not in available:
             raise ValueError(f"Execution provider {name!r} is not available in this onnxruntime. "
@@ -69,8 +74,8 @@ class DecoderSession:
         options = ort.SessionOptions()
         if threads is None:
             threads = default_threads()
-        elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer. Received: threads={threads!r}")
+        elif type(threads) is not int or not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be an integer in [1, {MAX_THREADS}]. Received: threads={threads!r}")
         options.intra_op_num_threads = threads
         self.threads = threads
         options.log_severity_level = 3
@@ -97,6 +102,7 @@ class DecoderSession:
         self.c_session = getattr(self.session, "_sess", None)
         self._run = self.c_session.run if self.c_session is not None else \
             (lambda names, feed, _: self.session.run(names, feed))
+        check_graph(self.session, config, path)
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         shape = (batch, self.config.kv_heads, 0, self.config.head_dim)  # (batch, kv heads, 0, head_dim)

@@ -27,11 +27,11 @@ Example:
 from __future__ import annotations
 
 import gzip
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgellm import json_file
 from edgellm.batching import PromptTooLong
 from edgellm.tokenizer import Tokenizer
 
@@ -67,10 +67,10 @@ def read_examples(path: str | Path) -> list[Example]:
         where = f"{path}, line {number}"
         if jsonl:
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg}). Each line must be one "
-                                 '{"prompt": ..., "completion": ...} object.') from None
+                record = json_file.parse(line, where)
+            except ValueError as error:
+                raise ValueError(f'{error} Each line must be one {{"prompt": ..., "completion": ...}} object.') \
+                    from None
             if not isinstance(record, dict):
                 raise ValueError(f'{where}: needs a {{"prompt": ..., "completion": ...}} object. Received: {line[:80]}')
             missing = [key for key in ("prompt", "completion") if not isinstance(record.get(key), str)]

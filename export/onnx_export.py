@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from edgellm import model_folder
@@ -27,6 +26,7 @@ from edgellm.config import ModelConfig
 from edgellm.model_folder import input_names, output_names
 
 DEFAULT_OPSET = 17
+OPSETS = (17, 18)  # LayerNormalization (export/graph/fusions.py) is opset 17; tf2onnx 1.17 converts up to 18
 FORMATS = ("onnx", "hf")  # hf: also model.safetensors for transformers (exact GPT-2 architectures only)
 
 
@@ -106,7 +106,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     import onnx
 
     from edgellm import model_card
-    from edgellm.export import folder_files, hf_weights, quantize, validate, variants
+    from edgellm.export import folder_files, hf_weights, quantize, staging, validate, variants
     from edgellm.training import checkpoint
 
     if fmt not in FORMATS:
@@ -115,20 +115,21 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         raise ValueError(f"weights must be one of {variants.VARIANTS}. Received: weights={weights!r}")
     if kv_cache not in model_folder.KV_CACHES:
         raise ValueError(f"kv_cache must be one of {model_folder.KV_CACHES}. Received: kv_cache={kv_cache!r}")
+    if type(opset) is not int or opset not in OPSETS:
+        raise ValueError(f"opset must be in [{OPSETS[0]}, {OPSETS[-1]}] (the LayerNormalization operator needs 17, "
+                         f"tf2onnx {OPSETS[-1]} at most). Received: opset={opset!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise ValueError(f"Output folder {out_dir} already exists. Pass --force to replace it.")
-    meta = checkpoint.load_meta(checkpoint_dir)  # clear errors before TensorFlow starts
+    staging.check_target(out_dir, force)  # clear errors before TensorFlow starts
+    meta = checkpoint.load_meta(checkpoint_dir)
     if fmt == "hf":
         hf_weights.check_architecture(ModelConfig.from_dict(meta["architecture"]))
     _import_tensorflow()
     model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
     proto = to_onnx(model, opset, kv_cache)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = staging.new_folder(out_dir)
     tmp.chmod(0o755)
-    scratch = Path(tempfile.mkdtemp(prefix="edgellm-export-"))
+    scratch = staging.new_folder(out_dir, "scratch-")
     try:
         onnx.save(proto, tmp / model_folder.MODEL_FILE)
         tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
@@ -184,13 +185,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
             shutil.copy(curve, tmp / "loss_curve.png")
         (tmp / "README.md").write_text(model_card.render(out_dir.name, config, tmp), encoding="utf-8")
 
-        if out_dir.exists():  # --force: swap the old folder out only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
+        staging.move_into_place(tmp, out_dir)  # --force: the old folder is swapped out only now
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)

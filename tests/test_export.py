@@ -148,7 +148,7 @@ def test_bad_checkpoints_get_clear_errors(tiny_checkpoint, tmp_path):
     shutil.copytree(tiny_checkpoint, old)
     meta = json.loads((old / "checkpoint.json").read_text())
     (old / "checkpoint.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ValueError, match="format_version must be 1. Received: 99"):
+    with pytest.raises(ValueError, match="checkpoint.json: format_version must be 1. Received: format_version=99"):
         export(old, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -67,7 +67,7 @@ def test_prompt_from_stdin(tiny_folder):
     (["generate", ""], "The prompt is empty"),
     (["generate", "hi", "--logit-bias", "5"], "must be ID=VALUE"),
     (["generate", "hi", "--provider", "NoSuchProvider"], "Execution provider 'NoSuchProvider' is not available"),
-    (["generate", "hi", "--threads", "0"], "threads must be a positive integer"),
+    (["generate", "hi", "--threads", "0"], "0 is not in the range 1<=x<=1024"),
     (["eval", "missing.txt"], "does not exist"),
     (["bench", "--batch", "x"], "must be positive integers"),
 ])

@@ -57,18 +57,18 @@ def other_tokenizer(folder):
     (lambda f: (f / "tokenizer.json").unlink(), "is incomplete: tokenizer.json is missing"),
     (lambda f: (f / "model.onnx").unlink(), "is incomplete: model.onnx is missing"),
     (edit_json("config.json", edgellm__format_version=99),
-     r"format_version must be one of \[1, 2\]. Received: 99. Upgrade edgellm \(pip install -U edgellm\)"),
-    (edit_json("config.json", edgellm__format_version="two"), "format_version must be one of .*Received: 'two'. Re-export"),
+     r"edgellm.format_version must be one of \[1, 2\]. Received: edgellm.format_version=99. Upgrade edgellm \(pip install -U edgellm\)"),
+    (edit_json("config.json", edgellm__format_version="two"), "format_version must be one of .*Received: edgellm.format_version=\"two\". Re-export"),
     (lambda f: (f / "tokenizer_config.json").unlink(), "is incomplete: tokenizer_config.json is missing"),
     (edit_json("generation_config.json", top_p=1.5), r"generation_config.json: top_p must be in \(0, 1\]"),
     (edit_json("generation_config.json", eos_token_id=9999), "token id 9999 is outside the vocabulary"),
     (other_tokenizer, r"tokenizer.json has \d+ tokens but config.json says vocab_size 384"),
     (edit_json("config.json", edgellm__architecture__num_layers=3), "has inputs .* for 3 layers"),
     (edit_json("config.json", edgellm__architecture__vocab_size=500), "tokens but config.json says vocab_size 500"),
-    (edit_json("config.json", edgellm__onnx__kv_cache="paged"), "onnx.kv_cache must be one of in_place, concat. Received: 'paged'"),
+    (edit_json("config.json", edgellm__onnx__kv_cache="paged"), "edgellm.onnx.kv_cache must be one of in_place, concat. Received: edgellm.onnx.kv_cache=\"paged\""),
     (truncate_model(0), "Cannot load .*model.onnx.*Re-export"),
     (truncate_model(100), "is only 100 bytes: it is truncated"),
-    (lambda f: (f / "config.json").write_text("{not json"), "Cannot read .*config.json"),
+    (lambda f: (f / "config.json").write_text("{not json"), "config.json is not valid JSON"),
 ])
 def test_broken_folders_are_explained(tiny_folder, tmp_path, change, message):
     folder = broken_copy(tiny_folder, tmp_path, change)

@@ -50,7 +50,7 @@ def test_too_long_examples_are_skipped_and_counted_or_refused(tok):
 def test_bad_lines_are_named(tmp_path):
     good = {"prompt": "a", "completion": "b"}
     (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2 is not valid JSON"):
         read_examples(tmp_path / "bad.jsonl")
     (tmp_path / "empty.jsonl").write_text(json.dumps({"prompt": "a", "completion": " "}) + "\n")
     with pytest.raises(ValueError, match="line 1: the completion is empty"):

@@ -342,7 +342,7 @@ def test_unreadable_files_get_clear_errors(tmp_path):
     with pytest.raises(TokenizerError, match="Cannot read tokenizer file"):
         Tokenizer.load(tmp_path)
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(TokenizerError, match="bad.json: it is not UTF-8 JSON"):
+    with pytest.raises(TokenizerError, match="bad.json is not valid JSON"):
         Tokenizer.load(tmp_path / "bad.json")
 
 
@@ -389,7 +389,8 @@ def test_tokenizer_commands_fail_with_one_line(tmp_path):
         (("tokenizer", "train", good, tmp_path / "missing.txt"), "not found"),
         (("tokenizer", "train", good, tmp_path), "Cannot read training file"),
         (("tokenizer", "train", good, latin1), "latin1.txt is not UTF-8 text. Received: byte 0xe9 at byte offset 4"),
-        (("tokenizer", "train", good, "--vocab-size", 100), "vocab_size must be at least 256 + 1"),
+        (("tokenizer", "train", good, "--vocab-size", 257, "--special-token", "<a>", "--special-token", "<b>"),
+         "vocab_size must be at least 256 + 2"),
         (("tokenizer", "train", good, "-o", tmp_path / "no" / "such" / "dir.json"), "Cannot write the tokenizer"),
         (("tokenize", "hi"), "needs exactly one tokenizer"),
         (("tokenize", "hi", "--tokenizer", tmp_path / "missing.json"), "Tokenizer file not found"),

@@ -27,10 +27,12 @@ import json
 import os
 import signal
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from edgellm import json_file
 from edgellm.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 from edgellm.training import options
@@ -42,6 +44,7 @@ STATE_FILE = "train_state.npz"
 TOKENIZER_FILE = "tokenizer.json"
 HISTORY_FILE = "history.csv"
 CURVE_FILE = "loss_curve.png"
+FIX = "The checkpoint is damaged: train again into a new --out, or restore the folder from a copy."
 
 
 def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[dict] | None = None) -> None:
@@ -73,22 +76,37 @@ def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[d
 
 
 def load_meta(ckpt_dir: Path) -> dict:
-    """Read and check checkpoint.json; the weights are loaded by `load_model`."""
+    """Read and check checkpoint.json (each field training and export read, with its type); the
+    weights are loaded by `load_model`."""
     ckpt_dir = Path(ckpt_dir)
     meta_path = ckpt_dir / META_FILE
     if not meta_path.is_file():
         raise ValueError(f"Not an edgellm checkpoint: {meta_path} is missing. "
                          "Pass the folder that `edgellm train --out` wrote.")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"Checkpoint format_version must be {FORMAT_VERSION}. Received: "
-                         f"{meta.get('format_version')!r} in {meta_path}. Re-train with this edgellm.")
+    meta = json_file.read_object(meta_path, FIX)
+    version = meta.get("format_version", (int, type(None)), None)
+    if version != FORMAT_VERSION:
+        raise meta.error("format_version", f"must be {FORMAT_VERSION}", version)
+    meta.build("architecture", ModelConfig.from_dict, meta.get("architecture", dict))
+    state = meta.section("state")
+    for key, kind in (("step", int), ("micro_step", int), ("data_fingerprint", str), ("seconds", float)):
+        value = state.get(key, kind)
+        if kind is not str and value < 0:
+            raise state.error(key, "must be >= 0", value)
+    data = meta.get("data", list, [])
+    if not all(isinstance(f, str) for f in data):
+        raise meta.error("data", "must be a list of file paths", data)
+    meta.get("task_examples", (str, type(None)), None)
+    meta.get("command", (str, type(None)), None)
+    for key in ("metrics", "versions"):
+        meta.section(key, {})
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         if not (ckpt_dir / name).is_file():
             raise ValueError(f"Checkpoint {ckpt_dir} is incomplete: {name} is missing.")
     # older checkpoints spelled the shape's options as the flags (layers, width, kv_heads, ...)
-    meta["training"] = options.canonical(meta.get("training") or {}, f"{meta_path} (training)")
-    return meta
+    meta.doc["training"] = options.canonical(meta.get("training", dict, {}), f"{meta_path} (training)")
+    meta.build("training", options.resolve, {}, meta.doc["training"])
+    return meta.doc
 
 
 def load_model(ckpt_dir: Path):
@@ -137,20 +155,34 @@ def restore_train_state(ckpt_dir: Path, model) -> int:
         raise ValueError(f"Checkpoint {ckpt_dir} has no {STATE_FILE}, so it cannot be resumed "
                          "exactly. Train a new run in another --out.")
     _load_weights(model, ckpt_dir / WEIGHTS_FILE)
-    with np.load(ckpt_dir / STATE_FILE) as state:
-        micro_step = int(state["micro_step"])
-        if micro_step != meta["state"]["micro_step"]:
-            raise ValueError(f"Checkpoint {ckpt_dir} is inconsistent: {STATE_FILE} is from micro-step "
-                             f"{micro_step} but {META_FILE} from {meta['state']['micro_step']}. Its save "
-                             "was cut short; train a new run in another --out.")
-        for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
-            n = int(state[f"{group}_count"])
-            if n != len(variables):
-                raise ValueError(f"Checkpoint {ckpt_dir} holds {n} {group} variables but this run has "
-                                 f"{len(variables)}. Resume with the options it was trained with "
-                                 "(--precision, --grad-accum, --dropout).")
-            for i, variable in enumerate(variables):
-                variable.assign(state[f"{group}/{i}"])
+    try:  # numpy's errors for a file that is not an .npz archive, or a damaged one
+        with np.load(ckpt_dir / STATE_FILE) as archive:
+            state = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"Cannot read {ckpt_dir / STATE_FILE}: {_first_line(error)}. {FIX}") from None
+
+    def array(name: str) -> np.ndarray:
+        if name not in state:
+            raise ValueError(f"{ckpt_dir / STATE_FILE} has no array {name!r}. {FIX}")
+        return state[name]
+
+    micro_step = int(array("micro_step"))
+    if micro_step != meta["state"]["micro_step"]:
+        raise ValueError(f"Checkpoint {ckpt_dir} is inconsistent: {STATE_FILE} is from micro-step "
+                         f"{micro_step} but {META_FILE} from {meta['state']['micro_step']}. Its save "
+                         "was cut short; train a new run in another --out.")
+    for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
+        n = int(array(f"{group}_count"))
+        if n != len(variables):
+            raise ValueError(f"Checkpoint {ckpt_dir} holds {n} {group} variables but this run has "
+                             f"{len(variables)}. Resume with the options it was trained with "
+                             "(--precision, --grad-accum, --dropout).")
+        for i, variable in enumerate(variables):
+            value = array(f"{group}/{i}")
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(f"{ckpt_dir / STATE_FILE}: {group}/{i} has shape {value.shape}, this run's "
+                                 f"variable {tuple(variable.shape)}. {FIX}")
+            variable.assign(value)
     return micro_step
 
 
@@ -166,7 +198,15 @@ def _load_weights(model, path: Path) -> None:
     """Weights saved by `_save_weights`, or with the optimizer by older versions (then ignored)."""
     from keras.src.saving import saving_lib
 
-    saving_lib.load_weights_only(model, str(path), objects_to_skip=_optimizer(model))
+    try:
+        saving_lib.load_weights_only(model, str(path), objects_to_skip=_optimizer(model))
+    except (OSError, ValueError, KeyError) as error:  # h5py's and Keras's: not HDF5, other layers or shapes
+        raise ValueError(f"Cannot read {path}: {_first_line(error)}. {FIX}") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__).rstrip(".")
 
 
 def _optimizer(model) -> list | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,8 @@ class TrainOptions:
                 setattr(self, f.name, value)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ValueError(f"{f.name} must be {kind.__name__}. Received: {f.name}={value!r}")
+            if kind is float and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number. Received: {f.name}={value!r}")
             if f.metadata["choices"] and value not in f.metadata["choices"]:
                 raise ValueError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}. "
                                  f"Received: {f.name}={value!r}")

@@ -52,16 +52,19 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
 
 
 def _train(stack, files, out, resume, force, verbose, callbacks, command, options) -> dict:
+    from edgellm.training import checkpoint
+
+    out_dir = Path(out)  # the options and the checkpoint are checked before Keras starts
+    previous = checkpoint.previous_run(out_dir, resume, force)
+    opts = options_lib.resolve(options, previous and previous["training"])
+
     import keras
 
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import checkpoint, cluster as cluster_lib, data, distribute, fine_tune, optim
+    from edgellm.training import cluster as cluster_lib, data, distribute, fine_tune, optim
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
     from edgellm.training.model import build_model
 
-    out_dir = Path(out)
-    previous = checkpoint.previous_run(out_dir, resume, force)
-    opts = options_lib.resolve(options, previous and previous["training"])
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
     cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))
@@ -281,9 +284,6 @@ def command(ctx, files, out, resume, force, verbose, **values):
     """
     from click.core import ParameterSource
 
-    from edgellm.training.callbacks import LossNotFinite
-    from edgellm.training.distribute import WorkerLost
-
     if not resume and bool(files) == bool(values["examples"]):
         raise click.UsageError("Pass text FILES or --examples FILE (one of the two), or --resume.")
     given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
@@ -291,8 +291,15 @@ def command(ctx, files, out, resume, force, verbose, **values):
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
             train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
-    except (ValueError, LossNotFinite, WorkerLost) as error:
+    except ValueError as error:
         raise click.ClickException(str(error)) from None
+    except RuntimeError as error:
+        from edgellm.training.callbacks import LossNotFinite  # these import Keras: only once it runs
+        from edgellm.training.distribute import WorkerLost
+
+        if isinstance(error, (LossNotFinite, WorkerLost)):
+            raise click.ClickException(str(error)) from None
+        raise
     except KeyboardInterrupt:
         ctx.exit(130)
     click.echo(out)

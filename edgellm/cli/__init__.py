@@ -34,7 +34,8 @@ def main():
 @main.command(context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--opset", default=17, help="ONNX opset to convert to.")
+@click.option("--opset", default=17, type=click.IntRange(17, 18),  # export/onnx_export.py's OPSETS
+              help="ONNX opset to convert to.")
 @click.option("--quantize", type=click.Choice(["int8", "none"]),
               help="int8 (the default): onnxruntime dynamic quantization, kept where held-out perplexity "
                    "rises by at most 0.5% (else float32, saying why). none: float32 weights.")

@@ -1,26 +1,76 @@
-"""Command line options for every generation setting, made from `GenerationConfig` itself,
-so a setting added there is an option of `edgellm generate` and `edgellm chat` at once; and
-generate's constraint options (--json-schema, --regex, --json).
+r"""Command line options for every generation setting, made from `GenerationConfig` itself,
+so a setting added there is an option of `edgellm generate` and `edgellm chat` at once; generate's
+constraint options (--json-schema, --regex, --json); and the types every command shares.
 
-An option left out keeps the model's default (its generation_config.json).
+An option left out keeps the model's default (its generation_config.json). The generation
+settings' ranges are GenerationConfig's own checks, so the CLI, the Python API and the server
+refuse the same values with the same line; every other numeric option carries its range in its
+declaration (click's IntRange, such as THREADS below).
+
+Text with escapes (`--stop`) follows one rule, `decode_escapes`: \n, \t, \r, \\ (a backslash)
+and the code points \xHH, \uHHHH and \UHHHHHHHH are understood; any other backslash is refused;
+every other character, non-ASCII letters included, is kept as typed.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import os
+import re
 
 import click
 
 from edgellm.generation_config import TRUNCATE_POLICIES, GenerationConfig
 
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+CODE_POINTS = {"x": 2, "u": 4, "U": 8}  # escape letter -> hex digits
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.?)", re.DOTALL)
+
+
+def decode_escapes(text: str) -> str:
+    r"""Decode the backslash escapes of a text option (the rule above); a ValueError for any other.
+
+    Example:
+        >>> decode_escapes(r"Où est\x20la\n")
+        'Où est la\n'
+    """
+    def one(match: re.Match) -> str:
+        escape = match.group(1)
+        if escape in ESCAPES:
+            return ESCAPES[escape]
+        if escape[:1] in CODE_POINTS and len(escape) == 1 + CODE_POINTS[escape[0]]:
+            point = int(escape[1:], 16)
+            if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+                raise ValueError(f"\\{escape} is not a Unicode character (a surrogate or above U+10FFFF)")
+            return chr(point)
+        if escape[:1] in CODE_POINTS:
+            raise ValueError(f"\\{escape[0]} needs {CODE_POINTS[escape[0]]} hexadecimal digits")
+        shown = "a backslash at the end" if not escape else f"\\{escape}"
+        raise ValueError(f"{shown} is not an escape edgellm knows. Use \\n, \\t, \\r, \\\\ (a backslash), "
+                         "\\xHH, \\uHHHH or \\UHHHHHHHH")
+
+    return _ESCAPE.sub(one, text)
+
+
+class EscapedText(click.ParamType):
+    """A text option whose backslash escapes are decoded by `decode_escapes`."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx):
+        try:
+            return decode_escapes(value)
+        except ValueError as error:
+            self.fail(f'{error}. Received: "{value}"', param, ctx)
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}  # every command's click settings
+THREADS = click.IntRange(1, 1024)  # onnxruntime intra-op threads: session.MAX_THREADS
 SHORT = {"max_new_tokens": "-n", "temperature": "-t"}
 # settings whose option differs from the field: (option name, click settings)
 SPECIAL = {
     "stop_token_ids": ("--stop-token-id", dict(type=int, multiple=True)),
-    "stop_strings": ("--stop", dict(multiple=True)),
+    "stop_strings": ("--stop", dict(multiple=True, type=EscapedText())),
     "logit_bias": ("--logit-bias", dict(multiple=True, metavar="ID=VALUE")),
     "truncate": ("--truncate", dict(type=click.Choice(TRUNCATE_POLICIES))),
 }
@@ -37,7 +87,7 @@ def generation_options(command):
         names = [name, SHORT[f.name]] if f.name in SHORT else [name]
         help_text = f.metadata["help"] + ("" if extra.get("multiple") else "  [default: the model's]")
         if f.name == "stop_strings":
-            help_text += " Repeatable; backslash escapes such as \\n are understood."
+            help_text += " Repeatable; the escapes \\n \\t \\r \\\\ \\xHH \\uHHHH \\UHHHHHHHH are understood."
         elif extra.get("multiple"):
             help_text += " Repeatable."
         command = click.option(*names, f.name, default=None, show_default=False, help=help_text, **extra)(command)
@@ -51,9 +101,7 @@ def settings_from_options(options: dict) -> dict:
         value = options.pop(name, None)
         if value is None or value == ():
             continue
-        if name == "stop_strings":
-            value = tuple(codecs.decode(s, "unicode_escape") if "\\" in s else s for s in value)
-        elif name == "logit_bias":
+        if name == "logit_bias":
             value = dict(_parse_bias(item) for item in value)
         settings[name] = value
     if options.pop("ignore_eos", False):

@@ -13,12 +13,12 @@ import sys
 
 import click
 
-from edgellm.cli.options import (CONTEXT, constraint_from_options, constraint_options, generation_options,
+from edgellm.cli.options import (CONTEXT, THREADS, constraint_from_options, constraint_options, generation_options,
                                   settings_from_options)
 
 
 def _model_options(command):
-    command = click.option("--threads", type=int, help="onnxruntime intra-op threads. [default: half the logical cores, at most 16]")(command)
+    command = click.option("--threads", type=THREADS, help="onnxruntime intra-op threads. [default: half the logical cores, at most 16]")(command)
     command = click.option("--provider", "providers", multiple=True,
                            help="onnxruntime execution provider, e.g. CPUExecutionProvider; repeatable. "
                                 "[default: CUDA when available, else CPU]")(command)
@@ -126,7 +126,7 @@ def chat(model, providers, threads, user, bot, system, **options):
                    "translation (chrF and BLEU), qa (exact match) or summarization (ROUGE-1, ROUGE-2, "
                    "ROUGE-L and chrF) of a JSONL/TSV prompt/completion file, generated greedily by a "
                    "task model.")
-@click.option("--max-chars", type=int, help="lm: evaluate only the first N characters.")
+@click.option("--max-chars", type=click.IntRange(min=1), help="lm: evaluate only the first N characters.")
 @click.option("--max-examples", type=click.IntRange(min=1), help="Task models: only the first N examples.")
 @click.option("--num-beams", type=click.IntRange(min=1), default=1, help="Task models: beam search width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
@@ -141,7 +141,7 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
         raise click.BadParameter(f"must be one of {', '.join(TASKS)}. Received: {task!r}", param_hint="--task")
     loaded = _load(model, providers, threads)
     if task == "lm":
-        metrics = evaluate(loaded, file, task, **({"max_chars": max_chars} if max_chars else {}))
+        metrics = evaluate(loaded, file, task, max_chars=max_chars)
     else:
         from edgellm import tasks
 
@@ -161,10 +161,13 @@ def evaluate_command(file, model, providers, threads, task, max_chars, max_examp
 
 @click.command(context_settings=CONTEXT)
 @_model_options
-@click.option("--prompt-tokens", default=16, show_default=True, help="Prompt length.")
-@click.option("--new-tokens", default=64, show_default=True, help="Tokens generated per run.")
+@click.option("--prompt-tokens", default=16, type=click.IntRange(min=1), show_default=True,
+              help="Prompt length (below the model's context).")
+@click.option("--new-tokens", default=64, type=click.IntRange(min=1), show_default=True,
+              help="Tokens generated per run (fewer when the context ends first).")
 @click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes, comma separated.")
-@click.option("--repeats", default=5, show_default=True, help="Runs per figure (the median is shown).")
+@click.option("--repeats", default=5, type=click.IntRange(min=1), show_default=True,
+              help="Runs per figure (the median is shown).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench(model, providers, threads, prompt_tokens, new_tokens, batches, repeats, as_json):
     """Measure prefill time and greedy decode speed of a model on this machine."""

@@ -21,9 +21,9 @@ def tokenizer():
 
 @tokenizer.command("train", context_settings=CONTEXT)
 @click.argument("files", nargs=-1, required=True)
-@click.option("--vocab-size", "-v", type=int, default=4096,
+@click.option("--vocab-size", "-v", type=click.IntRange(min=257), default=4096,
               help="Number of ids: 256 bytes + merges + special tokens.")
-@click.option("--min-frequency", type=int, default=2, help="Pairs seen fewer times are never merged.")
+@click.option("--min-frequency", type=click.IntRange(min=1), default=2, help="Pairs seen fewer times are never merged.")
 @click.option("--special-token", "special_tokens", multiple=True, default=["<|endoftext|>"],
               help="A special token, given ids after the merges (repeat for several).")
 @click.option("--output", "-o", default="tokenizer.json", type=click.Path(dir_okay=False), help="File to write.")

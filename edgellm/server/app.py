@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from edgellm import json_file
+from edgellm.batching import PromptTooLong, fit_context
 from edgellm.server import openai_api as api
 from edgellm.server import responses
-from edgellm.batching import PromptTooLong, fit_context
 from edgellm.generator import Generator
 from edgellm.server.workers import Job, Workers
 
@@ -123,8 +124,12 @@ class Server:
             except (ValueError, ModuleNotFoundError) as error:
                 raise api.RequestError(str(error), "response_format") from None
         # a chat reply follows "Assistant:"; the space the model puts there is not part of it
-        return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat, constraint=parsed.constraint,
-                   logprobs=parsed.logprobs, echo=parsed.echo, score_only=parsed.score_only)
+        try:
+            return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat,
+                       constraint=parsed.constraint, logprobs=parsed.logprobs, echo=parsed.echo,
+                       score_only=parsed.score_only)
+        except ValueError as error:  # the stop strings are checked where they join the settings
+            raise api.RequestError(str(error).replace("stop_strings", "stop"), "stop") from None
 
     def _prompt_ids(self, prompt: str | list[int], config) -> list[int]:
         """Text goes through the library's one path; token ids (completions) are taken as they are."""
@@ -181,9 +186,9 @@ class Server:
             if len(body) > self.max_body_bytes:
                 raise too_large
         try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise api.RequestError(f"The request body is not valid JSON ({error}). Send a JSON object.") from None
+            doc = json_file.parse(bytes(body), "The request body")
+        except ValueError as error:
+            raise api.RequestError(f"{error} Send a JSON object.") from None
         if not isinstance(doc, dict):
             raise api.RequestError(f"The request body must be a JSON object. Received: {type(doc).__name__}")
         return doc
@@ -253,7 +258,8 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
               Route("/v1/models/{model:path}", server.model),
               Route("/v1/completions", server.completions, methods=["POST"]),
               Route("/v1/chat/completions", server.chat_completions, methods=["POST"])]
-    handlers = {api.RequestError: _request_error, HTTPException: _http_error, Exception: _server_error}
+    handlers = {api.RequestError: _request_error, ValueError: _bad_request, HTTPException: _http_error,
+                Exception: _server_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.server = server
     return app
@@ -261,14 +267,28 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
 
 async def _request_error(request: Request, error: api.RequestError) -> Response:
     headers = {"Retry-After": "1"} if error.status == 429 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return _ErrorResponse(error.body(), status_code=error.status, headers=headers)
+
+
+async def _bad_request(request: Request, error: ValueError) -> Response:
+    """A library ValueError on a request's path is bad input (the library's convention), so a 400,
+    never a 500, even where no RequestError names the field."""
+    return _ErrorResponse(api.error_body(str(error), "invalid_request_error"), status_code=400)
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
     message = f"{error.detail}: {request.method} {request.url.path}. See GET /v1/models and docs/server.md."
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
-    return JSONResponse(api.error_body(message, "invalid_request_error", None, code), status_code=error.status_code)
+    return _ErrorResponse(api.error_body(message, "invalid_request_error", None, code), status_code=error.status_code)
 
 
 async def _server_error(request: Request, error: Exception) -> Response:
-    return JSONResponse(api.error_body(f"Internal error: {error}", "server_error"), status_code=500)
+    return _ErrorResponse(api.error_body(f"Internal error: {error}", "server_error"), status_code=500)
+
+
+class _ErrorResponse(JSONResponse):
+    """An error body in ASCII JSON: a message quoting the client's text stays sendable even when
+    that text holds a lone surrogate (which has no UTF-8 form)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")

@@ -150,7 +150,7 @@ def render_chat(messages: list, template: str = chat_template.TEXT_TEMPLATE) -> 
     checked = []
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise RequestError(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}. Received: {_short(role)}",
                                f"messages[{i}].role")
         checked.append({"role": role, "content": _content_text(message.get("content"), i)})
@@ -252,7 +252,7 @@ def _parse_response_format(spec) -> constraints.Constraint | None:
     param = "response_format"
     if spec is None:
         return None
-    kind = spec.get("type") if isinstance(spec, dict) else None
+    kind = spec.get("type") if isinstance(spec, dict) and isinstance(spec.get("type"), str) else None
     keys = {"text": set(), "json_object": set(), "json_schema": {"json_schema"}, "regex": {"regex"}, "lark": {"lark"}}
     if kind not in keys:
         raise RequestError(f"response_format.type must be one of {sorted(keys)}. Received: "

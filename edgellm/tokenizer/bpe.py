@@ -241,17 +241,21 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         """Read a byte-level BPE tokenizer.json, written by edgellm or by Hugging Face `tokenizers`."""
+        from edgellm import json_file
+
         try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = Path(path).read_bytes()
         except FileNotFoundError:
             raise TokenizerError(f"Tokenizer file not found. Received: {path}. Pass the path of a "
                                  "tokenizer.json") from None
         except OSError as error:
             raise TokenizerError(f"Cannot read tokenizer file {path}: {error.strerror}. Pass the path of a "
                                  "readable tokenizer.json") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TokenizerError(f"Cannot read tokenizer file {path}: it is not UTF-8 JSON ({error}). "
-                                 "Re-create it with `edgellm tokenizer train` or Hugging Face tokenizers") from None
+        try:
+            doc = json_file.parse(data, str(path), TokenizerError)
+        except TokenizerError as error:
+            raise TokenizerError(f"{error} Re-create it with `edgellm tokenizer train` or Hugging Face "
+                                 "tokenizers") from None
         return cls.from_json(doc, source=str(path))
 
     @classmethod

@@ -65,7 +65,8 @@ def rewrite(proto, num_layers: int, num_heads: int, kv_heads: int, head_dim: int
     def other_input(node, name: str) -> str:
         return next(i for i in node.input if i != name)
 
-    new_nodes = _sequence_lengths()
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    new_nodes = _sequence_lengths(opset)
     for i in range(num_layers):
         concat_k, concat_v = producer[f"present.{i}.key"], producer[f"present.{i}.value"]
         if concat_k.op_type != "Concat" or concat_v.op_type != "Concat":
@@ -123,6 +124,7 @@ def rewrite(proto, num_layers: int, num_heads: int, kv_heads: int, head_dim: int
         numpy_helper.from_array(np.array([0, 0, num_heads, head_dim], np.int64), "gqa/split_heads"),
         numpy_helper.from_array(np.array(0, np.int64), "gqa/zero64"),
         numpy_helper.from_array(np.array(1, np.int64), "gqa/one64"),
+        *([numpy_helper.from_array(np.array([1], np.int64), "gqa/axis1")] if opset >= 18 else []),
     ])
     graph.node.extend(new_nodes)
     try:
@@ -183,10 +185,14 @@ def _merged_heads(index: Graph, attention: str) -> list | None:
     return [transpose, reshape] if reshape is not None else None
 
 
-def _sequence_lengths() -> list:
+def _sequence_lengths(opset: int) -> list:
     """total = the attention mask's width (int32 scalar); seqlens_k = each row's index of its last
-    1 (int32, (batch,)), the filled length less one also when the mask is wider than that."""
+    1 (int32, (batch,)), the filled length less one also when the mask is wider than that.
+    From opset 18 on, ReduceMax takes its axes as an input instead of an attribute."""
     from onnx import helper
+
+    axes = {"inputs": ["gqa/filled_slots", "gqa/axis1"]} if opset >= 18 else \
+        {"inputs": ["gqa/filled_slots"], "axes": [1]}
 
     return [
         helper.make_node("Shape", ["attention_mask"], ["gqa/total_1d64"], start=1, end=2),
@@ -195,6 +201,6 @@ def _sequence_lengths() -> list:
         helper.make_node("Squeeze", ["gqa/total_1d64"], ["gqa/total64"]),
         helper.make_node("Range", ["gqa/zero64", "gqa/total64", "gqa/one64"], ["gqa/slots"]),
         helper.make_node("Mul", ["attention_mask", "gqa/slots"], ["gqa/filled_slots"]),
-        helper.make_node("ReduceMax", ["gqa/filled_slots"], ["gqa/last64"], axes=[1], keepdims=0),
+        helper.make_node("ReduceMax", outputs=["gqa/last64"], keepdims=0, **axes),
         helper.make_node("Cast", ["gqa/last64"], ["gqa/seqlens_k"], to=6),
     ]
