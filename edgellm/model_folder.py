@@ -120,9 +120,9 @@ def read(name_or_path: str | Path) -> ModelFolder:
     document = json_file.read_object(path / CONFIG_FILE, FIX)
     # format 1 kept edgellm's document at the top
     meta = document.section(EDGELLM_KEY) if EDGELLM_KEY in document.doc else document
-    version = meta.get("format_version", (int, type(None)), None)
-    if version not in READABLE_VERSIONS:
-        newer = isinstance(version, int) and version > FORMAT_VERSION
+    version = meta.doc.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        newer = type(version) is int and version > FORMAT_VERSION
         raise meta.error("format_version", f"must be one of {list(READABLE_VERSIONS)}", version,
                          "Upgrade edgellm (pip install -U edgellm) to read it." if newer else FIX)
     config = meta.build("architecture", ModelConfig.from_dict, meta.get("architecture", dict))

@@ -101,7 +101,7 @@ def test_upgrade_refuses_a_folder_of_an_unknown_format_version(tiny_folder, tmp_
     (folder / "config.json").write_text(json.dumps({**read(folder, "config.json"), "format_version": 7}))
     out = CliRunner().invoke(main, ["upgrade", str(folder)])
     assert out.exit_code == 1 and len(out.output.strip().splitlines()) == 1
-    assert "format_version must be one of [1, 2]. Received: 7. Upgrade edgellm" in out.output
+    assert "format_version must be one of [1, 2]. Received: format_version=7. Upgrade edgellm" in out.output
 
 
 def test_export_refuses_an_existing_output_folder_in_one_line(tiny_checkpoint, tmp_path):

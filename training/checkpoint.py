@@ -84,8 +84,8 @@ def load_meta(ckpt_dir: Path) -> dict:
         raise ValueError(f"Not an edgellm checkpoint: {meta_path} is missing. "
                          "Pass the folder that `edgellm train --out` wrote.")
     meta = json_file.read_object(meta_path, FIX)
-    version = meta.get("format_version", (int, type(None)), None)
-    if version != FORMAT_VERSION:
+    version = meta.doc.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise meta.error("format_version", f"must be {FORMAT_VERSION}", version)
     meta.build("architecture", ModelConfig.from_dict, meta.get("architecture", dict))
     state = meta.section("state")
