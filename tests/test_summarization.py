@@ -89,7 +89,7 @@ def test_bad_rows_are_refused_with_one_line(tmp_path, summarizer):
         "no-prompt.jsonl": (good + "\n" + json.dumps({"completion": "tool"}), 'line 2: needs a string field "prompt"'),
         "no-completion.jsonl": (json.dumps({"prompt": "A tool."}), 'line 1: needs a string field "completion"'),
         "empty-prompt.jsonl": (json.dumps({"prompt": " ", "completion": "tool"}), "line 1: the prompt is empty"),
-        "not-json.jsonl": (good + "\n" + good + "\nA tool.\ttool", "line 3: not valid JSON"),
+        "not-json.jsonl": (good + "\n" + good + "\nA tool.\ttool", "line 3 is not valid JSON"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text + "\n")
