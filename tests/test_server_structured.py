@@ -29,7 +29,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def url(model):
-    with running(model, max_concurrency=2, queue_size=8) as base:
+    with running(model, max_concurrency=2, queue_size=64) as base:
         yield base
 
 
