@@ -44,7 +44,7 @@ def rope_gqa_folder(corpus_file, tmp_path_factory):
     from edgellm.training.train import train
 
     ckpt = tmp_path_factory.mktemp("runs") / "rope-gqa"
-    train([str(corpus_file)], str(ckpt), **{**TINY, "steps": 10, "positions": "rope", "kv_heads": 1})
+    train([str(corpus_file)], str(ckpt), **{**TINY, "steps": 10, "position_embedding": "rope", "num_kv_heads": 1})
     out = tmp_path_factory.mktemp("models") / "rope-gqa"
     export(ckpt, out)
     return out
