@@ -1,9 +1,10 @@
 """Text generation on onnxruntime: the KV-cache loop, batching, streaming, and results.
 
-One loop (`Generator._search`) serves every mode: greedy is temperature 0, sampling draws from
-the processed distribution, beam search ranks continuations; any of them can be constrained to a
-regular expression, a JSON schema, any JSON object or a Lark grammar (`constraint=`, one per
-prompt in a batch; constraints.py). The prompts are run once
+One loop (`Generator._search`, its choices made by `decoding.Decoding`) serves every mode:
+greedy is temperature 0, sampling draws from the processed distribution, beam search ranks
+continuations; any of them can be constrained to a regular expression, a JSON schema, any JSON
+object or a Lark grammar (`constraint=`, one per prompt in a batch; constraints.py). The prompts
+are run once
 (prefill, past length 0, left padded when there are several); each new token is then one decode
 step of sequence length 1 that reads the cached keys/values of all earlier positions.
 
@@ -26,10 +27,9 @@ import numpy as np
 
 from edgellm import model_folder
 from edgellm.batching import fit_context, pad_left
+from edgellm.decoding import Decoding
 from edgellm.generation_config import GenerationConfig
 from edgellm.prompt_lookup import LookupRun, lookup_run
-from edgellm.sampling import SamplingState
-from edgellm.search import new_search
 from edgellm.session import DecoderSession
 from edgellm.tasks import template_ids
 
@@ -172,46 +172,31 @@ class Generator:
 
     # ---- the generation loop ---------------------------------------------------------------
 
-    def _search(self, prompts: list[list[int]], config: GenerationConfig, timings: dict,
-                track_text: bool = False, grammars: list | None = None, logprobs: int | None = None):
-        """The one generation loop over `prompts` (token ids). Yields the search (its rows or
-        beams) after each step; `timings` is filled at the end. With `track_text`, sampled rows
-        keep their decoded text even without stop strings (for streaming). `grammars`: one compiled
-        constraint (or None) per prompt; `logprobs`: sampled rows record their tokens'
-        log-probabilities and this many top alternatives."""
-        copies = config.num_beams if config.num_beams > 1 else config.num_return_sequences
-        row_prompts = [p for p in prompts for _ in range(copies)]
-        context = self.config.context_length
-        limits = [min(config.max_new_tokens, context - len(p)) for p in row_prompts]
-        batch = pad_left(row_prompts, self.pad_id)
+    def _search(self, decoding: Decoding, timings: dict):
+        """The generation loop of one call, in a run of its own: the model runs the rows of
+        `decoding` and it chooses their tokens. Yields the search (its rows or beams) after each
+        step; `timings` is filled at the end."""
+        batch = pad_left(decoding.row_prompts, self.pad_id)
         rows, width = batch.ids.shape
-        steps = max(limits)
-        matchers = None
-        if grammars is not None:
-            from edgellm.constraints import RowMatchers
-
-            matchers = RowMatchers([g for g in grammars for _ in range(copies)], config.stop_token_ids,
-                                   self.config.vocab_size, self.folder.special_tokens.get("eos_token_id"))
-        state = SamplingState(config, row_prompts, self.config.vocab_size, matchers)
-        search = new_search(state, [len(p) for p in prompts], limits, self.tokenizer, track_text, logprobs)
+        steps = decoding.steps
         run = self.session.new_run(rows, width + steps)
         started = time.perf_counter()
         logits = run.start(batch.ids, batch.mask, batch.positions)
-        run = lookup_run(run, search, state)  # drafts and verifies with prompt_lookup_num_tokens
+        run = lookup_run(run, decoding.search, decoding.state)  # drafts and verifies with prompt_lookup_num_tokens
         decode_started = time.perf_counter()
         timings["prefill_ms"] = 1000 * (decode_started - started)
         step = 0
         for step in range(steps):
             if step:
                 logits = self.step(run, tokens)
-            tokens, parents = search.step(logits, state)
+            tokens, parents = decoding.step(logits)
             if parents is not None:
                 run.reorder(parents)
-            yield search
-            if search.done:
+            yield decoding.search
+            if decoding.done:
                 break
         ended = time.perf_counter()
-        timings.update(prompt_tokens=sum(len(p) for p in prompts), new_tokens=rows * (step + 1),
+        timings.update(prompt_tokens=sum(len(p) for p in decoding.prompts), new_tokens=rows * (step + 1),
                        total_ms=1000 * (ended - started),
                        decode_tokens_per_s=rows * step / (ended - decode_started) if step else 0.0)
         if isinstance(run, LookupRun):
@@ -239,8 +224,8 @@ class Generator:
         """Yield the generated ids of one prompt one at a time; returns the finish reason."""
         config, prompt_ids = self._one_sequence(prompt_ids, config)
         emitted, row = 0, None
-        for search in self._search([prompt_ids], config, {} if timings is None else timings,
-                                   grammars=self._grammars(constraint, 1, config)):
+        decoding = Decoding(self, [prompt_ids], config, grammars=self._grammars(constraint, 1, config))
+        for search in self._search(decoding, {} if timings is None else timings):
             row = search.rows[0]
             while emitted < len(row.ids):
                 yield row.ids[emitted]
@@ -283,17 +268,18 @@ class Generator:
         each tracking its text (`row.text.take()` hands out what is new); the server streams these.
         With `logprobs`, each row records its tokens' log-probabilities (search.py). Returns the
         finished rows, their text flushed and every finish_reason set."""
+        decoding = self.row_decoding(prompt_ids, config, constraint, logprobs)
+        for search in self._search(decoding, {} if timings is None else timings):
+            yield search.rows
+        return decoding.finish()
+
+    def row_decoding(self, prompt_ids: list[int], config: GenerationConfig | None = None, constraint=None,
+                     logprobs: int | None = None) -> Decoding:
+        """The `Decoding` of `row_steps` (checked settings, the prompt fitted to the context), for a
+        loop that runs the model itself: the server's continuous batch."""
         config, prompt_ids = self._one_sequence(prompt_ids, config, several=True)
-        grammars = self._grammars(constraint, 1, config)
-        rows = None
-        for search in self._search([prompt_ids], config, {} if timings is None else timings, track_text=True,
-                                   grammars=grammars, logprobs=logprobs):
-            rows = search.rows
-            yield rows
-        for row in rows:
-            row.text.finish()
-            row.finish_reason = row.finish_reason or "length"
-        return rows
+        return Decoding(self, [prompt_ids], config, track_text=True, grammars=self._grammars(constraint, 1, config),
+                        logprobs=logprobs)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, constraint=None,
                  **settings):
@@ -326,7 +312,7 @@ class Generator:
         encoded = [self.encode_prompt(p, config) for p in prompts]
         grammars = self._grammars(constraint, len(prompts), config)
         timings: dict = {}
-        for search in self._search(encoded, config, timings, grammars=grammars):
+        for search in self._search(Decoding(self, encoded, config, grammars=grammars), timings):
             pass
         results = []
         for p in range(len(prompts)):
