@@ -105,8 +105,8 @@ class Generator:
         return self.session.forward(input_ids, attention_mask, position_ids, past)
 
     def step(self, run, tokens: np.ndarray) -> np.ndarray:
-        """One decode step of a generation run (`session.Run`): one new token per row, tokens
-        (rows,). The loop runs every decode step through here. Returns the logits of each row's
+        """One decode step of a generation run (`session.Run`, or the server's `slots.SlotRun`): one
+        new token per row, tokens (rows,). Both loops run every decode step through here. Returns the logits of each row's
         new position (rows, vocab), valid until the next step."""
         return run.advance(tokens)
 

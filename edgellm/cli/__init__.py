@@ -116,8 +116,10 @@ def upgrade(folder):
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", help="Address to listen on; the default answers this machine only.")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
-@click.option("--max-concurrency", default=2, type=click.IntRange(min=1),
-              help="Generations running at once, each in a worker thread.")
+@click.option("--max-concurrency", type=click.IntRange(1, 4096),
+              help="Sequences decoding at once (a request takes one per choice, its n). In-place folders on the "
+                   "CPU decode them together in one continuous batch of this many rows (default 32); other "
+                   "folders run each request in a worker thread, this many at once (default 2).")
 @click.option("--queue-size", default=64, type=click.IntRange(min=0),
               help="Requests waiting for a turn; more are refused with 429.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")

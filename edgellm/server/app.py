@@ -4,14 +4,16 @@ POST /v1/completions and /v1/chat/completions (streamed as server-sent events wi
 `"stream": true`), GET /v1/models and GET /health. Request bodies are checked in
 `openai_api.py`; this file runs them.
 
-Each generation runs in a worker thread, so the event loop keeps answering while models compute.
-At most `max_concurrency` generations run at once, at most `queue_size` more wait for a turn, and
-any request beyond that gets 429. A client that disconnects stops its generation before the next
-token. `edgellm serve` runs the app in a process (process.py).
+Generation runs off the event loop, so it keeps answering while the model computes: the running
+requests decode together in one continuous batch (batcher.py), or each in a worker thread for a
+folder that cannot batch (workers.py). At most `max_concurrency` sequences decode at once, at
+most `queue_size` more requests wait for a turn, and any request beyond that gets 429. A client
+that disconnects stops its generation before the next token. `edgellm serve` runs the app in a
+process (process.py).
 
 Example:
     >>> import edgellm, uvicorn
-    >>> app = create_app(edgellm.load("shakespeare"), max_concurrency=2)
+    >>> app = create_app(edgellm.load("shakespeare"), max_concurrency=8)
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
@@ -81,7 +83,7 @@ class Server:
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
                                    f"Use {self.model_id!r} (GET /v1/models).", "model", "model_not_found", 404)
         if not self.workers.admit():
-            raise api.RequestError(f"The server is busy: {self.workers.max_concurrency} requests running and "
+            raise api.RequestError(f"The server is busy: {self.workers.max_concurrency} sequences running and "
                                    f"{self.workers.queue_size} waiting. Retry later.", None, "queue_full", 429,
                                    "rate_limit_error")
         try:  # tokenizing a long prompt takes a while: keep it off the event loop
@@ -125,11 +127,15 @@ class Server:
                 raise api.RequestError(str(error), "response_format") from None
         # a chat reply follows "Assistant:"; the space the model puts there is not part of it
         try:
-            return Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat,
-                       constraint=parsed.constraint, logprobs=parsed.logprobs, echo=parsed.echo,
-                       score_only=parsed.score_only)
+            job = Job(self.generator, prompt_ids, config, parsed.stop, strip_leading=chat,
+                      constraint=parsed.constraint, logprobs=parsed.logprobs, echo=parsed.echo,
+                      score_only=parsed.score_only)
         except ValueError as error:  # the stop strings are checked where they join the settings
             raise api.RequestError(str(error).replace("stop_strings", "stop"), "stop") from None
+        if job.n > self.workers.max_concurrency:
+            raise api.RequestError(f"n must be at most {self.workers.max_concurrency}, the sequences this server "
+                                   f"decodes at once (--max-concurrency). Received: n={job.n}", "n")
+        return job
 
     def _prompt_ids(self, prompt: str | list[int], config) -> list[int]:
         """Text goes through the library's one path; token ids (completions) are taken as they are."""
@@ -235,18 +241,20 @@ async def _unless_disconnected(request: Request, work):
 
 # ---- the app ---------------------------------------------------------------
 
-def create_app(generator: Generator, model_id: str | None = None, max_concurrency: int = 2, queue_size: int = 64,
-               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def create_app(generator: Generator, model_id: str | None = None, max_concurrency: int | None = None,
+               queue_size: int = 64, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The ASGI app serving `generator` with OpenAI's API.
 
     Args:
         generator: a loaded model (`edgellm.load`).
         model_id: the name clients use in "model" (default: the model folder's name).
-        max_concurrency: generations running at once, each in its own worker thread.
+        max_concurrency: sequences decoding at once (a request takes one per choice, its `n`):
+            the rows of the continuous batch, default 32; for a folder that cannot batch (a
+            concat cache, or a GPU session), worker threads, default 2.
         queue_size: requests waiting for a turn; more get 429.
         max_body_bytes: larger request bodies get 413.
     """
-    workers = Workers(max_concurrency, queue_size)
+    workers = Workers(generator, max_concurrency, queue_size)
     server = Server(generator, model_id or generator.folder.path.name, workers, max_body_bytes)
 
     @contextlib.asynccontextmanager

@@ -24,16 +24,18 @@ from edgellm.server.app import create_app
 GRACEFUL_SHUTDOWN_S = 5
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_concurrency: int = 2, queue_size: int = 64,
-          threads: int | None = None, log_level: str = "info") -> None:
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_concurrency: int | None = None,
+          queue_size: int = 64, threads: int | None = None, log_level: str = "info") -> None:
     """Load `model` and serve it until SIGINT or SIGTERM. Bad options raise ValueError."""
     import uvicorn
 
     app = create_app(load(model, threads=threads), max_concurrency=max_concurrency, queue_size=queue_size)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
+    workers = app.state.server.workers
+    batching = f"batching off: {workers.unbatched}" if workers.unbatched else "continuous batching"
     print(f"edgellm: serving {app.state.server.model_id!r} at http://{host}:{bound}/v1 "
-          f"(max concurrency {max_concurrency}, queue {queue_size})", file=sys.stderr, flush=True)
+          f"(max concurrency {workers.max_concurrency}, queue {queue_size}, {batching})", file=sys.stderr, flush=True)
     if not _is_loopback(host):
         print(f"edgellm: warning: {host} is not a loopback address and this server has no authentication: "
               "anyone who can reach it can use the model.", file=sys.stderr, flush=True)

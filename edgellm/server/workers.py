@@ -1,7 +1,8 @@
-"""Generations in worker threads, for the server: admission, a bounded wait, and cancelling.
+"""Generations off the event loop, for the server: admission, a bounded wait, and cancelling.
 
-A `Job` is one request's generation (its `n` choices together). `Workers.pieces(job)` waits for
-one of `max_concurrency` slots, runs the job in a worker thread and yields its pieces as they
+A `Job` is one request's generation (its `n` choices together). `Workers.pieces(job)` hands it
+to the continuous batch (batcher.py: every running request's next token in one model call) or,
+for folders that cannot batch, to a worker thread of its own, and yields its pieces as they
 come, so the event loop never computes.
 Closing that iterator (the client went away, the server is stopping) cancels the job: the worker
 checks between tokens and stops before the next one.
@@ -10,7 +11,7 @@ Example:
     >>> import asyncio, edgellm
     >>> model = edgellm.load("shakespeare")
     >>> job = Job(model, model.tokenizer.encode("ROMEO:"), model.settings(max_new_tokens=8), stops=())
-    >>> async def text(): return "".join([p[1] async for p in Workers(1, 0).pieces(job)])
+    >>> async def text(): return "".join([p[1] async for p in Workers(model, 1, 0).pieces(job)])
     >>> isinstance(asyncio.run(text()), str)
     True
 """
@@ -20,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from edgellm.generator import Generator
 from edgellm.sampling import GenerationConfig
 from edgellm.server.responses import Token
 
 _END = object()
+DEFAULT_BATCH_ROWS = 32  # rows of the continuous batch (sequences decoding at once)
+DEFAULT_THREADS = 2  # worker threads where the batch cannot run (each request in a run of its own)
 
 
 class Job:
@@ -59,36 +62,54 @@ class Job:
         self.cancel = threading.Event()
         self.completion_tokens = 0
         self.finish_reasons = ["cancelled"] * self.n  # then "eos", "length" or "stop"
+        self._reported = [0] * self.n  # tokens of each choice handed out so far (with logprobs)
 
     @property
     def finish_reason(self) -> str:
         return self.finish_reasons[0]
 
     def run(self, emit: Callable[[tuple], None]) -> None:
-        """Generate and hand each piece to `emit` (called in the worker thread)."""
+        """Generate in a run of its own and hand each piece to `emit` (called in the worker thread)."""
+        if self.cancel.is_set() or not self.start(emit):
+            return
+        steps = self.generator.row_steps(self.prompt_ids, self.config, self.constraint, self.logprobs)
+        try:
+            while not self.cancel.is_set():
+                try:
+                    rows = next(steps)
+                except StopIteration as end:
+                    self.end(emit, end.value)
+                    return
+                self.report(emit, rows)
+        finally:
+            steps.close()
+
+    def start(self, emit: Callable[[tuple], None]) -> bool:
+        """Emit the echoed prompt, if asked for. Returns whether there is anything to generate."""
         if self.echo:
             text, tokens = self.generator.tokenizer.decode(self.prompt_ids), self._prompt_tokens()
             for i in range(self.n):
                 emit((i, text, tokens))
         if self.score_only:
             self.finish_reasons = ["length"] * self.n
-            return
-        steps = self.generator.row_steps(self.prompt_ids, self.config, self.constraint, self.logprobs)
-        reported = [0] * self.n
-        try:
-            while not self.cancel.is_set():
-                try:
-                    rows = next(steps)
-                except StopIteration as end:
-                    self._emit(emit, end.value, reported)
-                    self.finish_reasons = [row.finish_reason for row in end.value]
-                    self.completion_tokens = sum(len(row.ids) for row in end.value)
-                    return
-                self._emit(emit, rows, reported)
-        finally:
-            steps.close()
+        return not self.score_only
 
-    def _emit(self, emit: Callable[[tuple], None], rows: list, reported: list[int]) -> None:
+    def decoding(self):
+        """The `Decoding` of this job's rows, for a loop that runs the model itself (batcher.py)."""
+        return self.generator.row_decoding(self.prompt_ids, self.config, self.constraint, self.logprobs)
+
+    def report(self, emit: Callable[[tuple], None], rows: list) -> None:
+        """Emit what is new in each row after a step."""
+        self._emit(emit, rows)
+
+    def end(self, emit: Callable[[tuple], None], rows: list) -> None:
+        """Emit the rows' last pieces (finished: `Decoding.finish`) and record how they ended."""
+        self._emit(emit, rows)
+        self.finish_reasons = [row.finish_reason for row in rows]
+        self.completion_tokens = sum(len(row.ids) for row in rows)
+
+    def _emit(self, emit: Callable[[tuple], None], rows: list) -> None:
+        reported = self._reported
         for i, row in enumerate(rows):
             text = row.text.take()
             if self.strip[i]:
@@ -118,22 +139,55 @@ class Job:
         return [self._token(ids[0], None, None)] + [self._token(i, v, t) for i, v, t in zip(ids[1:], scored, tops)]
 
 
-class Workers:
-    """At most `max_concurrency` jobs at once, each in its own thread; at most `queue_size` waiting.
+class Threads:
+    """Jobs each in a run and a thread of their own, at most `max_concurrency` at once: for model
+    folders the continuous batch cannot run (`slots.supported`)."""
 
+    def __init__(self, max_concurrency: int):
+        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="edgellm-generate")
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def submit(self, job: Job, emit: Callable[[tuple], None]) -> Future:
+        return self.executor.submit(self._run, job, emit)
+
+    def _run(self, job: Job, emit: Callable[[tuple], None]) -> None:
+        with self._lock:
+            self.running += 1
+        try:
+            job.run(emit)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Workers:
+    """At most `max_concurrency` sequences decoding at once, at most `queue_size` requests waiting.
+
+    With an in-place model folder on the CPU (what `edgellm export` writes) every running
+    request's rows decode together in one continuous batch of `max_concurrency` rows
+    (batcher.py); otherwise each request runs in a thread of its own, `max_concurrency` at once.
     Admission (`admit`/`leave`) is counted apart from running, so a server can refuse a request
     (429) before it answers anything, and queue it in the stream after.
     """
 
-    def __init__(self, max_concurrency: int, queue_size: int):
+    def __init__(self, generator: Generator, max_concurrency: int | None, queue_size: int):
+        from edgellm.server.batcher import Batcher
+        from edgellm.slots import supported
+
+        self.unbatched = supported(generator.session)  # None, or why the batch cannot run
+        if max_concurrency is None:
+            max_concurrency = DEFAULT_THREADS if self.unbatched else DEFAULT_BATCH_ROWS
         if max_concurrency < 1 or queue_size < 0:
             raise ValueError(f"max_concurrency must be >= 1 and queue_size >= 0. Received: "
                              f"max_concurrency={max_concurrency}, queue_size={queue_size}")
         self.max_concurrency, self.queue_size = max_concurrency, queue_size
-        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="edgellm-generate")
-        self.slots = asyncio.Semaphore(max_concurrency)
+        self.scheduler = Threads(max_concurrency) if self.unbatched else Batcher(generator, max_concurrency)
         self.admitted = 0  # running + waiting
-        self.running: set[Job] = set()
+        self.jobs: set[Job] = set()  # admitted and not ended
 
     def admit(self) -> bool:
         if self.admitted >= self.max_concurrency + self.queue_size:
@@ -145,11 +199,12 @@ class Workers:
         self.admitted -= 1
 
     def stats(self) -> dict:
-        return {"running": len(self.running), "queued": self.admitted - len(self.running),
-                "max_concurrency": self.max_concurrency, "queue_size": self.queue_size}
+        running = self.scheduler.running
+        return {"running": running, "queued": max(0, self.admitted - running), "max_concurrency": self.max_concurrency,
+                "queue_size": self.queue_size, "batching": "off" if self.unbatched else "continuous"}
 
     async def pieces(self, job: Job) -> AsyncIterator[tuple]:
-        """Wait for a free slot, run `job` in a worker thread and yield its pieces (see `Job`)."""
+        """Run `job` when its turn comes and yield its pieces (see `Job`) as they come."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
@@ -159,22 +214,21 @@ class Workers:
             except RuntimeError:  # the event loop is closed: nobody is listening
                 job.cancel.set()
 
-        async with self.slots:
-            self.running.add(job)
-            done = loop.run_in_executor(self.executor, job.run, emit)
-            # runs after every piece emitted before the job ended: both go through the loop in order
-            done.add_done_callback(lambda _: (self.running.discard(job), queue.put_nowait(_END)))
-            try:
-                while (piece := await queue.get()) is not _END:
-                    yield piece
-                await done  # raises what the worker raised
-            finally:
-                job.cancel.set()
-                if not done.done():  # the worker stops before its next token; the slot is its until then
-                    await asyncio.wait({done})
+        self.jobs.add(job)
+        # the future's callbacks come through the loop after every piece emitted before it ended
+        done = asyncio.wrap_future(self.scheduler.submit(job, emit))
+        done.add_done_callback(lambda _: (self.jobs.discard(job), queue.put_nowait(_END)))
+        try:
+            while (piece := await queue.get()) is not _END:
+                yield piece
+            await done  # raises what the job raised
+        finally:
+            job.cancel.set()
+            if not done.done():  # the job stops before its next token; its rows are its own until then
+                await asyncio.wait({done})
 
     def close(self) -> None:
         """Stop every running job before its next token and drop the ones not started."""
-        for job in list(self.running):
+        for job in list(self.jobs):
             job.cancel.set()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.close()
