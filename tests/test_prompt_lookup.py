@@ -2,6 +2,7 @@
 KV-cache layouts, at batch 1 and in batches, with every way a generation ends; streaming, the
 server and the CLI; refusals."""
 
+import itertools
 import json
 import shutil
 
@@ -175,7 +176,9 @@ def test_server_streams_the_plain_pieces(tiny_folder, tmp_path):
         whole = httpx.post(url + "/v1/completions", json={**body, "stream": False}, timeout=30).json()
     pieces = [e["choices"][0]["text"] for e in events if e["choices"] and e["choices"][0]["text"]]
     assert whole["choices"][0]["text"] == "".join(expected), whole
-    assert pieces == expected
+    # the same pieces, or several of them in one chunk (a busy server joins what came together)
+    ends = set(itertools.accumulate(map(len, expected)))
+    assert "".join(pieces) == "".join(expected) and set(itertools.accumulate(map(len, pieces))) <= ends
     assert looking.generate(PROMPTS[1], max_new_tokens=30, temperature=0).timings["accepted_draft_tokens"] > 0
 
 

@@ -148,11 +148,12 @@ class Server:
 
     async def _collect(self, job: Job) -> list[responses.Choice]:
         choices = [responses.Choice("", "", None if job.logprobs is None else []) for _ in range(job.n)]
-        async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
-            async for index, text, tokens in pieces:
-                choices[index].text += text
-                if tokens:
-                    choices[index].tokens += tokens
+        async with contextlib.aclosing(self.workers.pieces(job)) as batches:
+            async for pieces in batches:
+                for index, text, tokens in pieces:
+                    choices[index].text += text
+                    if tokens:
+                        choices[index].tokens += tokens
         for choice, reason in zip(choices, job.finish_reasons):
             choice.finish_reason = reason
         return choices
@@ -164,11 +165,12 @@ class Server:
             for index in range(job.n):
                 yield _sse(responses.chunk_body(chat, id, model, "", role=True, index=index))
         try:
-            async with contextlib.aclosing(self.workers.pieces(job)) as pieces:
-                async for index, text, tokens in pieces:
-                    yield _sse(responses.chunk_body(chat, id, model, text, index=index, tokens=tokens,
-                                                    offset=offsets[index]))
-                    offsets[index] += len(text)
+            async with contextlib.aclosing(self.workers.pieces(job)) as batches:
+                async for pieces in batches:  # one chunk per choice for what came together
+                    for index, text, tokens in _merged(pieces):
+                        yield _sse(responses.chunk_body(chat, id, model, text, index=index, tokens=tokens,
+                                                        offset=offsets[index]))
+                        offsets[index] += len(text)
             for index, reason in enumerate(job.finish_reasons):
                 yield _sse(responses.chunk_body(chat, id, model, None, reason, index=index))
             if parsed.include_usage:
@@ -215,6 +217,18 @@ class _EventStream(StreamingResponse):
         finally:
             await self.body_iterator.aclose()
             self._on_close()
+
+
+def _merged(pieces: list[tuple]) -> list[tuple]:
+    """The pieces of each choice joined into one, (index, text, tokens), in the order choices came."""
+    merged: dict[int, tuple] = {}
+    for index, text, tokens in pieces:
+        if index in merged:
+            _, before, earlier = merged[index]
+            tokens = earlier + tokens if earlier is not None and tokens is not None else earlier or tokens
+            text = before + text
+        merged[index] = (index, text, tokens)
+    return list(merged.values())
 
 
 def _sse(doc: dict) -> str:

@@ -36,6 +36,9 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_concurrency
     batching = f"batching off: {workers.unbatched}" if workers.unbatched else "continuous batching"
     print(f"edgellm: serving {app.state.server.model_id!r} at http://{host}:{bound}/v1 "
           f"(max concurrency {workers.max_concurrency}, queue {queue_size}, {batching})", file=sys.stderr, flush=True)
+    if not workers.unbatched and app.state.server.generator.defaults.prompt_lookup_num_tokens:
+        print("edgellm: the continuous batch decodes one token a row per step: the folder's prompt_lookup_num_tokens "
+              "is not used here (the text is the same; it is a speed setting)", file=sys.stderr, flush=True)
     if not _is_loopback(host):
         print(f"edgellm: warning: {host} is not a loopback address and this server has no authentication: "
               "anyone who can reach it can use the model.", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ Example:
     >>> import asyncio, edgellm
     >>> model = edgellm.load("shakespeare")
     >>> job = Job(model, model.tokenizer.encode("ROMEO:"), model.settings(max_new_tokens=8), stops=())
-    >>> async def text(): return "".join([p[1] async for p in Workers(model, 1, 0).pieces(job)])
+    >>> async def text(): return "".join([p[1] async for ps in Workers(model, 1, 0).pieces(job) for p in ps])
     >>> isinstance(asyncio.run(text()), str)
     True
 """
@@ -203,14 +203,27 @@ class Workers:
         return {"running": running, "queued": max(0, self.admitted - running), "max_concurrency": self.max_concurrency,
                 "queue_size": self.queue_size, "batching": "off" if self.unbatched else "continuous"}
 
-    async def pieces(self, job: Job) -> AsyncIterator[tuple]:
-        """Run `job` when its turn comes and yield its pieces (see `Job`) as they come."""
+    async def pieces(self, job: Job) -> AsyncIterator[list[tuple]]:
+        """Run `job` when its turn comes and yield its pieces (see `Job`) as they come, in lists:
+        everything emitted since the last list (more than one piece when the event loop is busy,
+        so a loaded server sends fewer, larger chunks)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
+        pending: list[tuple] = []  # emitted, not yet handed to the loop
+        lock = threading.Lock()
+
+        def hand_over() -> None:
+            with lock:
+                queue.put_nowait(pending[:])
+                pending.clear()
 
         def emit(piece) -> None:
+            with lock:
+                pending.append(piece)
+                if len(pending) > 1:  # a hand-over is on its way already
+                    return
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
+                loop.call_soon_threadsafe(hand_over)
             except RuntimeError:  # the event loop is closed: nobody is listening
                 job.cancel.set()
 
@@ -219,8 +232,8 @@ class Workers:
         done = asyncio.wrap_future(self.scheduler.submit(job, emit))
         done.add_done_callback(lambda _: (self.jobs.discard(job), queue.put_nowait(_END)))
         try:
-            while (piece := await queue.get()) is not _END:
-                yield piece
+            while (pieces := await queue.get()) is not _END:
+                yield pieces
             await done  # raises what the job raised
         finally:
             job.cancel.set()
