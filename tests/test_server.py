@@ -3,6 +3,7 @@ raw HTTP (httpx), serving the tiny model exported by the fixtures."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,6 +111,29 @@ def test_chat_plain_and_streamed(client, model):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == reply.choices[0].finish_reason
+
+
+def test_chat_renders_the_folders_own_template(tiny_folder, tmp_path):
+    """A folder whose tokenizer_config.json carries an edited chat_template chats over HTTP with it,
+    as `edgellm chat` does."""
+    from edgellm.chat import template as chat_template
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_folder, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    edited = "{{ 'A play in one act.\n' }}" + config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": edited}))
+    own = edgellm.load(folder)
+    messages = [{"role": "user", "content": "Who art thou?"}]
+    prompt = chat_template.render(edited, messages)
+    assert prompt.startswith("A play in one act.\nUser: Who art thou?")
+    with running(own) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, temperature=0)
+    full = own.generate(prompt, max_new_tokens=20, temperature=0).text
+    cut = min([i for i in (full.find(s) for s in CHAT_STOPS) if i >= 0], default=len(full))
+    assert reply.usage.prompt_tokens == len(own.tokenizer.encode(prompt))
+    assert reply.choices[0].message.content == full[:cut].lstrip()
 
 
 def test_stop_strings_end_the_text(client, model):

@@ -78,7 +78,8 @@ class Server:
 
     async def _complete(self, request: Request, chat: bool) -> Response:
         body = await self._read_json(request)
-        parsed = api.parse_chat(body, self.generator.task_template) if chat else api.parse_completion(body)
+        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.chat_template) if chat \
+            else api.parse_completion(body)
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
                                    f"Use {self.model_id!r} (GET /v1/models).", "model", "model_not_found", 404)

@@ -103,8 +103,9 @@ def parse_completion(body: dict) -> Request:
     return request
 
 
-def parse_chat(body: dict, task_model: bool = False) -> Request:
-    """Check a /v1/chat/completions body and render its messages with the chat template.
+def parse_chat(body: dict, task_model: bool = False, template: str = chat_template.TEXT_TEMPLATE) -> Request:
+    """Check a /v1/chat/completions body and render its messages with the chat template (the model
+    folder's own `chat_template`, as `edgellm chat` renders it).
 
     A task model (translation, question answering) has no conversation layout: it answers one
     user message, which the generator wraps in the task template as it does a completion prompt.
@@ -118,7 +119,7 @@ def parse_chat(body: dict, task_model: bool = False) -> Request:
     if task_model:
         request = _parse_common(body, task_message(messages), ())
     else:
-        request = _parse_common(body, render_chat(messages), CHAT_STOPS)
+        request = _parse_common(body, render_chat(messages, template), CHAT_STOPS)
     wanted = body.get("logprobs")
     if wanted is not None and not isinstance(wanted, bool):
         raise RequestError(f"logprobs must be true or false. Received: logprobs={_short(wanted)}", "logprobs")
