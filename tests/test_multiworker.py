@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.training import checkpoint
+from edgellm.training.cluster import free_ports
 
 # --clip-norm 0: Keras clips each replica's share of the gradient, so a binding clip differs from one process
 SHAPE = ["--layers", "1", "--heads", "2", "--width", "32", "--context", "32", "--vocab-size", "300",
@@ -20,16 +21,6 @@ SHAPE = ["--layers", "1", "--heads", "2", "--width", "32", "--context", "32", "-
          "--clip-norm", "0"]
 WORKER_TIMEOUT = 300  # seconds a worker may take (two TensorFlow processes on two shared cores)
 LOST_WORKER_TIMEOUT = 60  # a survivor notices a killed worker in ~35 s (training/distribute.py)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def tf_config(ports: list[int], index: int) -> str:

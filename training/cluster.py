@@ -111,6 +111,22 @@ def for_run(opts, log) -> Cluster | None:
     return cluster
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` loopback ports free now, for a cluster of local workers (each binds its own later).
+
+    Example:
+        >>> len(set(free_ports(2)))
+        2
+    """
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def check_port_free(cluster: Cluster) -> None:
     """Refuse early when another process already listens on this worker's port (the collective
     service would otherwise fail deep inside TensorFlow, or JAX's coordinator hang)."""
