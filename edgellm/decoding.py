@@ -70,10 +70,19 @@ class Decoding:
     def done(self) -> bool:
         return self.search.done
 
-    def step(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def step(self, logits: np.ndarray, tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """The logits of each row's newest position (rows, vocab) -> each row's next token (rows,),
-        and for beams the row each one continues (the caller reorders the cache), else None."""
-        return self.search.step(logits, self.state)
+        and for beams the row each one continues (the caller reorders the cache), else None.
+        `tokens`: sampled rows' tokens chosen already from these logits by `sampler`'s settings and
+        draws (see `Sampler.shared_key`)."""
+        if tokens is None:
+            return self.search.step(logits, self.state)
+        return self.search.step(logits, self.state, tokens)
+
+    @property
+    def sampler(self):
+        """The sampled rows' Sampler (None for beams)."""
+        return getattr(self.search, "sampler", None)
 
     def finish(self) -> list:
         """The sampled rows at the end: what their text held back flushed, every finish_reason set."""

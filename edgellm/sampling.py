@@ -28,7 +28,7 @@ import numpy as np
 
 from edgellm.generation_config import GenerationConfig
 
-__all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors", "process"]
+__all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors", "pick", "process"]
 
 
 class SamplingState:
@@ -164,14 +164,14 @@ def _keep_up_to_mass(logits: np.ndarray, probs: np.ndarray, order: np.ndarray, m
 
 def top_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
     # only the tokens still allowed are ranked: after top_k, k of them rather than the vocabulary
+    rows, allowed, values = _allowed(logits)
+    order = np.argsort(-values, axis=-1, kind="stable")  # ties keep vocabulary order
+    sorted_probs = _softmax(values)[rows, order]
+    keep = np.cumsum(sorted_probs, -1) - sorted_probs < state.config.top_p  # the first always stays
     out = np.full_like(logits, -np.inf)
-    for row in range(logits.shape[0]):
-        alive = np.flatnonzero(np.isfinite(logits[row]))
-        values = logits[row, alive]
-        order = np.argsort(-values, kind="stable")  # ties keep vocabulary order
-        sorted_probs = _softmax(values)[order]
-        kept = alive[order[np.cumsum(sorted_probs) - sorted_probs < state.config.top_p]]  # the first always stays
-        out[row, kept] = logits[row, kept]
+    row, rank = np.nonzero(keep)
+    kept = allowed[row, order[row, rank]]
+    out[row, kept] = logits[row, kept]
     return out
 
 
@@ -193,6 +193,10 @@ Processor = Callable[[np.ndarray, SamplingState], np.ndarray]
 
 # (processor, is it on for these settings (and are the rows constrained)?, does it shape what may
 # be said, not how randomly)
+# the processors that read nothing but the settings (no row's history): rows of different
+# generations with equal settings can run them together (`Sampler.shared_key`)
+SETTINGS_ONLY = frozenset({"temperature", "top_k", "top_p", "typical_p", "min_p"})
+
 PROCESSORS: tuple[tuple[Processor, Callable[[GenerationConfig, bool], bool], bool], ...] = (
     (repetition_penalty, lambda c, _: c.repetition_penalty != 1.0, True),
     (presence_frequency_penalty, lambda c, _: bool(c.presence_penalty or c.frequency_penalty), True),
@@ -250,22 +254,60 @@ class Sampler:
         self.processors = build_processors(config, constrained=constrained)
         seed = config.seed if config.seed is not None else int(np.random.SeedSequence().entropy % (1 << 63))
         self.rngs = [np.random.default_rng([seed, n]) for n in sequence_numbers]
+        self.shared_key = self._shared_key()
 
     def choose(self, logits: np.ndarray, state: SamplingState) -> np.ndarray:
         """logits (rows, vocab) -> token ids (rows,) int64."""
-        if self.config.temperature == 0.0:
-            if not self.processors:
-                return logits.argmax(-1)
-            return process(logits, state, self.processors).argmax(-1)
-        processed = process(logits, state, self.processors)
-        tokens = np.empty(len(processed), np.int64)
-        for row, rng in enumerate(self.rngs):  # draw among the tokens the processors left
-            alive = np.flatnonzero(np.isfinite(processed[row]))
-            cumulative = np.cumsum(_softmax(processed[row, alive]))
-            # the first token whose cumulative mass passes the draw (rounding can put the draw past the end)
-            picked = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-            tokens[row] = alive[min(picked, alive.size - 1)]
-        return tokens
+        processed = process(logits, state, self.processors) if self.processors else logits
+        return pick(processed, self.draws())
+
+    def draws(self) -> np.ndarray | None:
+        """This step's uniform draw of each row from the row's own generator (None when greedy)."""
+        return None if self.config.temperature == 0.0 else np.array([rng.random() for rng in self.rngs])
+
+    def _shared_key(self) -> tuple | None:
+        """`shared_key`: samplers with equal keys process logits alike, reading nothing but their
+        settings, so the rows of several generations can be processed in one call and `pick`ed
+        with each row's own draws (the server's batch does). None when a processor reads the rows'
+        own state (penalties, bias, n-grams, min_new_tokens, a grammar)."""
+        if any(p.__name__ not in SETTINGS_ONLY for p in self.processors):
+            return None
+        c = self.config
+        return (c.temperature == 0.0, tuple(p.__name__ for p in self.processors), c.temperature, c.top_k, c.top_p,
+                c.typical_p, c.min_p)
+
+
+def pick(processed: np.ndarray, draws: np.ndarray | None) -> np.ndarray:
+    """The token of each row: the argmax without draws (greedy), else the first allowed token
+    whose cumulative probability passes the row's draw in [0, 1) (banned tokens carry none;
+    rounding can put a draw past the end: then the row's last allowed token). (rows,) int64."""
+    if draws is None:
+        return processed.argmax(-1)
+    rows, allowed, values = _allowed(processed)
+    cumulative = np.cumsum(np.exp(values - values.max(-1, keepdims=True)), -1)  # (rows, allowed)
+    passed = cumulative > (draws * cumulative[:, -1])[:, None]
+    picked = passed.argmax(-1)
+    if not passed[:, -1].all():  # a draw past the end
+        last = values.shape[-1] - 1 - np.isfinite(values[:, ::-1]).argmax(-1)
+        picked = np.where(passed[:, -1], picked, last)
+    return allowed[rows[:, 0], picked].astype(np.int64)
+
+
+def _allowed(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's allowed (finite) tokens in vocabulary order, and their logits: (rows, 1) row
+    numbers, then (rows, m) ids and logits, m the most any row allows (a row allowing fewer is
+    filled with banned ones, at -inf). After top_k that is k tokens, not the vocabulary."""
+    finite = np.isfinite(logits)
+    if len(logits) == 1:
+        allowed = np.flatnonzero(finite[0])[None]
+    else:
+        most = int(finite.sum(-1).max())
+        if most == logits.shape[-1]:
+            allowed = np.broadcast_to(np.arange(most), logits.shape)
+        else:
+            allowed = np.sort(np.argpartition(np.where(finite, -logits, np.inf), most - 1, axis=-1)[:, :most], -1)
+    rows = np.arange(len(logits))[:, None]
+    return rows, allowed, logits[rows, allowed]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -94,9 +94,14 @@ class SampleSearch:
     def done(self) -> bool:
         return self.live == 0
 
-    def step(self, logits: np.ndarray, state: SamplingState) -> tuple[np.ndarray, None]:
+    def step(self, logits: np.ndarray, state: SamplingState, tokens: np.ndarray | None = None
+             ) -> tuple[np.ndarray, None]:
+        """Choose each row's next token from logits (rows, vocab), or take `tokens` chosen already
+        by this search's sampler for these logits (the server's batch chooses several searches'
+        tokens in one call), and finish the rows that end."""
         log_probs = log_softmax(logits.astype(np.float64)) if self.logprobs is not None else None  # (rows, vocab)
-        tokens = self.sampler.choose(logits, state)
+        if tokens is None:
+            tokens = self.sampler.choose(logits, state)
         ended = []
         for i, (row, token) in enumerate(zip(self.rows, tokens.tolist())):
             if row.finish_reason is not None:

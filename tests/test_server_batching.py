@@ -85,6 +85,10 @@ REQUESTS = [  # (request fields, library settings); every one a different kind o
      {"temperature": 1.0, "seed": 5, "num_return_sequences": 2}),
     ({"prompt": "O, what", "max_tokens": 9, "temperature": 0.8, "seed": 8, "frequency_penalty": 1.0},
      {"temperature": 0.8, "seed": 8, "frequency_penalty": 1.0}),
+    # the same sampling settings as others above: chosen in one call with them, each its own draws
+    ({"prompt": "HAMLET:", "max_tokens": 18, "temperature": 0.9, "seed": 4}, {"temperature": 0.9, "seed": 4}),
+    ({"prompt": "Now is", "max_tokens": 14, "temperature": 1.0, "seed": 6}, {"temperature": 1.0, "seed": 6}),
+    ({"prompt": "Good", "max_tokens": 22, "temperature": 0}, {"temperature": 0}),
 ]
 
 

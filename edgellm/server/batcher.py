@@ -29,6 +29,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from edgellm.generator import Generator
+from edgellm.sampling import pick, process
 from edgellm.slots import SlotRun
 
 TYPE_CHECKING = False
@@ -138,7 +139,7 @@ class Batcher:
 
     def _choose(self) -> None:
         """Every running job's next tokens; jobs that end (done, cancelled, failed) leave the batch."""
-        ended = []
+        ended, chosen = [], self._choose_together()
         for entry in self._running:
             job, decoding = entry.job, entry.decoding
             try:
@@ -146,7 +147,7 @@ class Batcher:
                     ended.append((entry, None))
                     continue
                 if not decoding.done:  # a grammar that matches only the empty text ends it before a step
-                    entry.tokens, _ = decoding.step(entry.logits)
+                    entry.tokens, _ = decoding.step(entry.logits, chosen.get(id(entry)))
                     job.report(entry.emit, decoding.search.rows)
                 if decoding.done:
                     job.end(entry.emit, decoding.finish())
@@ -159,6 +160,31 @@ class Batcher:
                 entry.future.set_result(None)
             else:
                 entry.future.set_exception(error)
+
+    def _choose_together(self) -> dict[int, np.ndarray]:
+        """The tokens of running jobs whose samplers share their settings (`Sampler.shared_key`),
+        chosen in one call per group: each row still draws from its own generator. id(entry) ->
+        its rows' tokens; the other jobs choose alone in `Decoding.step`."""
+        groups: dict[tuple, list[_Entry]] = {}
+        for entry in self._running:
+            sampler = entry.decoding.sampler
+            if sampler is not None and sampler.shared_key is not None and not entry.decoding.done \
+                    and not entry.job.cancel.is_set():
+                groups.setdefault(sampler.shared_key, []).append(entry)
+        chosen = {}
+        for entries in groups.values():
+            if len(entries) < 2:
+                continue
+            first = entries[0].decoding
+            logits = np.concatenate([entry.logits for entry in entries])
+            processed = process(logits, first.state, first.sampler.processors) if first.sampler.processors else logits
+            draws = [entry.decoding.sampler.draws() for entry in entries]
+            tokens = pick(processed, None if draws[0] is None else np.concatenate(draws))
+            start = 0
+            for entry in entries:
+                chosen[id(entry)] = tokens[start:start + entry.decoding.rows]
+                start += entry.decoding.rows
+        return chosen
 
     def _leave(self, entry: _Entry) -> None:
         self._running.remove(entry)
