@@ -200,3 +200,22 @@ def test_a_concat_folder_serves_each_request_in_a_thread(tiny_concat_folder):
                            json={"prompt": "ROMEO:", "max_tokens": 10, "temperature": 0}).json()
     assert health["batching"] == "off" and health["max_concurrency"] == 2
     assert reply["choices"][0]["text"] == concat.generate("ROMEO:", max_new_tokens=10, temperature=0).text
+
+
+def test_a_failing_model_step_fails_its_requests_and_the_server_goes_on(tiny_folder, model):
+    class FailingOnce(Generator):
+        failed = False
+
+        def step(self, *args):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("the model call failed")
+            return super().step(*args)
+
+    with running(FailingOnce(tiny_folder, threads=1)) as url:
+        body = {"prompt": "ROMEO:", "max_tokens": 8, "temperature": 0}
+        first = httpx.post(url + "/v1/completions", json=body, timeout=60)
+        second = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    assert first.status_code == 500 and "the model call failed" in first.json()["error"]["message"]
+    assert second.status_code == 200
+    assert second.json()["choices"][0]["text"] == model.generate("ROMEO:", max_new_tokens=8, temperature=0).text

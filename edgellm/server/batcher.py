@@ -104,11 +104,22 @@ class Batcher:
                         entry.future.set_result(None)
                     return
                 joining = self._take_waiting()
-            for entry in joining:
-                self._join(entry)
-            self._choose()
-            if self._running:
-                self._step()
+            try:
+                for entry in joining:
+                    self._join(entry)
+                self._choose()
+                if self._running:
+                    self._step()
+            except Exception as error:  # a bug here must not leave requests waiting forever
+                self._fail_all(error, joining)
+
+    def _fail_all(self, error: Exception, joining: list[_Entry]) -> None:
+        """End every running (and joining) job with `error` and start from an empty run."""
+        for entry in [*self._running, *joining]:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        self._running, self._owner = [], {}
+        self.run.active = 0
 
     def _take_waiting(self) -> list[_Entry]:
         """The waiting entries whose rows fit now, in order (one that does not fit waits first)."""
