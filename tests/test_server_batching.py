@@ -219,3 +219,23 @@ def test_a_failing_model_step_fails_its_requests_and_the_server_goes_on(tiny_fol
     assert first.status_code == 500 and "the model call failed" in first.json()["error"]["message"]
     assert second.status_code == 200
     assert second.json()["choices"][0]["text"] == model.generate("ROMEO:", max_new_tokens=8, temperature=0).text
+
+
+def test_a_client_that_leaves_while_waiting_gives_up_its_place(tiny_folder):
+    counting = CountingGenerator(tiny_folder, threads=1)
+    counting.delay = 0.05
+    body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": 50, "temperature": 0}
+    with running(counting, max_concurrency=1, queue_size=1) as url:
+        first = threading.Thread(target=lambda: httpx.post(url + "/v1/completions", json=body, timeout=60))
+        first.start()
+        deadline = time.monotonic() + 5
+        while httpx.get(url + "/health").json()["running"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}) as response:
+            assert response.status_code == 200 and httpx.get(url + "/health").json()["queued"] == 1
+        while httpx.get(url + "/health").json()["queued"] != 0:  # gone from the queue, not after the first
+            assert time.monotonic() < deadline, "the request that left kept its place in the queue"
+            time.sleep(0.02)
+        assert httpx.get(url + "/health").json()["running"] == 1  # the first one still decoding
+        first.join()

@@ -122,7 +122,11 @@ class Batcher:
         self.run.active = 0
 
     def _take_waiting(self) -> list[_Entry]:
-        """The waiting entries whose rows fit now, in order (one that does not fit waits first)."""
+        """The waiting entries whose rows fit now, in order (one that does not fit waits first).
+        Entries cancelled while waiting end here, without waiting for rows."""
+        for entry in [entry for entry in self._waiting if entry.job.cancel.is_set()]:
+            self._waiting.remove(entry)
+            entry.future.set_result(None)
         free, taken = self.rows - self.run.active, []
         while self._waiting and self._waiting[0].job.n <= free:
             entry = self._waiting.popleft()

@@ -227,9 +227,9 @@ class Workers:
             except RuntimeError:  # the event loop is closed: nobody is listening
                 job.cancel.set()
 
-        self.jobs.add(job)
         # the future's callbacks come through the loop after every piece emitted before it ended
         done = asyncio.wrap_future(self.scheduler.submit(job, emit))
+        self.jobs.add(job)
         done.add_done_callback(lambda _: (self.jobs.discard(job), queue.put_nowait(_END)))
         try:
             while (pieces := await queue.get()) is not _END:
