@@ -1,8 +1,8 @@
 """lm-eval-harness against edgellm serve: its `local-completions` model scores a small
 multiple-choice task (a YAML over tests/lm_eval/shakespeare_next.jsonl) through
 /v1/completions (`prompt` as token ids, `echo`, `logprobs: 1`), and every log-likelihood it
-reports equals the library's `Generator.score`. Slow: lm-eval and transformers (for its
-tokenizer) are heavy, outside the dev extra (pip install 'lm-eval[api]' transformers)."""
+reports equals the library's `Generator.score`. In the interop run (-m interop): lm-eval and
+transformers (for its tokenizer) come with the interop extra."""
 
 import json
 from pathlib import Path
@@ -30,10 +30,9 @@ metric_list:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.interop
 def test_lm_eval_harness_log_likelihoods_equal_the_library(tmp_path):
-    lm_eval = pytest.importorskip("lm_eval")
-    pytest.importorskip("transformers")
+    import lm_eval
     from lm_eval.tasks import TaskManager
 
     model = edgellm.load("shakespeare")
