@@ -1,12 +1,13 @@
-"""Text generation on onnxruntime: the KV-cache loop, batching, streaming, and results.
+"""Text generation on onnxruntime: the KV-cache loop, batching and results (streaming one
+sequence: streaming.py, whose methods Generator has).
 
 One loop (`Generator._search`, its choices made by `decoding.Decoding`) serves every mode:
 greedy is temperature 0, sampling draws from the processed distribution, beam search ranks
 continuations; any of them can be constrained to a regular expression, a JSON schema, any JSON
 object or a Lark grammar (`constraint=`, one per prompt in a batch; constraints.py). The prompts
-are run once
-(prefill, past length 0, left padded when there are several); each new token is then one decode
-step of sequence length 1 that reads the cached keys/values of all earlier positions.
+are run once (prefill, past length 0, left padded when there are several); each new token is
+then one decode step of sequence length 1 that reads the cached keys/values of all earlier
+positions.
 
 Example:
     >>> import edgellm
@@ -20,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from edgellm.decoding import Decoding
 from edgellm.generation_config import GenerationConfig
 from edgellm.prompt_lookup import LookupRun, lookup_run
 from edgellm.session import DecoderSession
+from edgellm.streaming import Streaming
 from edgellm.tasks import template_ids
 
 
@@ -55,7 +56,7 @@ class GenerationResult:
     score: float | None = None
 
 
-class Generator:
+class Generator(Streaming):
     """A loaded model folder: an onnxruntime session, its tokenizer and default settings.
 
     Args:
@@ -202,84 +203,7 @@ class Generator:
         if isinstance(run, LookupRun):
             timings.update(run.figures())
 
-    def _one_sequence(self, prompt_ids: list[int], config: GenerationConfig | None, several: bool = False
-                      ) -> tuple[GenerationConfig, list[int]]:
-        """Checked settings for streaming one sequence (or, `several`, num_return_sequences
-        sampled ones), and the prompt fitted to the context."""
-        config = self.settings(config)
-        if config.num_beams > 1 or (config.num_return_sequences > 1 and not several):
-            raise ValueError("Streaming generates one sequence. Received: num_beams="
-                             f"{config.num_beams}, num_return_sequences={config.num_return_sequences}. "
-                             "Use generate() for several.")
-        vocab = self.config.vocab_size
-        if not isinstance(prompt_ids, (list, tuple, np.ndarray)) or not all(
-                isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < vocab for i in prompt_ids):
-            raise ValueError(f"prompt_ids must be a list of token ids in [0, {vocab}). Received: "
-                             f"{str(prompt_ids)[:60]}")
-        return config, fit_context(list(prompt_ids), self.config.context_length, config.max_new_tokens,
-                                   config.truncate)
-
-    def token_stream(self, prompt_ids: list[int], config: GenerationConfig | None = None,
-                     timings: dict | None = None, constraint=None) -> Iterator[int]:
-        """Yield the generated ids of one prompt one at a time; returns the finish reason."""
-        config, prompt_ids = self._one_sequence(prompt_ids, config)
-        emitted, row = 0, None
-        decoding = Decoding(self, [prompt_ids], config, grammars=self._grammars(constraint, 1, config))
-        for search in self._search(decoding, {} if timings is None else timings):
-            row = search.rows[0]
-            while emitted < len(row.ids):
-                yield row.ids[emitted]
-                emitted += 1
-        return row.finish_reason or "length"
-
     # ---- text in, text out -----------------------------------------------------------------
-
-    def stream(self, prompt: str, config: GenerationConfig | None = None, timings: dict | None = None,
-               constraint=None, **settings) -> Iterator[str]:
-        """Yield the continuation of `prompt` piece by piece: whole UTF-8 characters only, and
-        never any part of a stop string. `timings`, if given, is filled as in `GenerationResult`;
-        `constraint` as in `generate`.
-
-        Example:
-            >>> pieces = list(model.stream("ROMEO:", max_new_tokens=16, seed=0))
-        """
-        config = self.settings(config, **settings)
-        for piece in self.text_steps(self.encode_prompt(prompt, config), config, timings, constraint):
-            if piece:
-                yield piece
-
-    def text_steps(self, prompt_ids: list[int], config: GenerationConfig | None = None,
-                   timings: dict | None = None, constraint=None) -> Iterator[str]:
-        """The text of one sequence, one piece per generated token ("" while text is held back:
-        an incomplete UTF-8 character, or what may be the start of a stop string), then what was
-        held at the end. Returns the finished `Row` (its ids and finish_reason)."""
-        steps = self.row_steps(prompt_ids, config, constraint, timings=timings)
-        try:
-            while True:
-                yield next(steps)[0].text.take()
-        except StopIteration as end:
-            row = end.value[0]
-        yield row.text.take()
-        return row
-
-    def row_steps(self, prompt_ids: list[int], config: GenerationConfig | None = None, constraint=None,
-                  logprobs: int | None = None, timings: dict | None = None) -> Iterator[list]:
-        """The sampled rows of one prompt (num_return_sequences of them, no beams) after each step,
-        each tracking its text (`row.text.take()` hands out what is new); the server streams these.
-        With `logprobs`, each row records its tokens' log-probabilities (search.py). Returns the
-        finished rows, their text flushed and every finish_reason set."""
-        decoding = self.row_decoding(prompt_ids, config, constraint, logprobs)
-        for search in self._search(decoding, {} if timings is None else timings):
-            yield search.rows
-        return decoding.finish()
-
-    def row_decoding(self, prompt_ids: list[int], config: GenerationConfig | None = None, constraint=None,
-                     logprobs: int | None = None) -> Decoding:
-        """The `Decoding` of `row_steps` (checked settings, the prompt fitted to the context), for a
-        loop that runs the model itself: the server's continuous batch."""
-        config, prompt_ids = self._one_sequence(prompt_ids, config, several=True)
-        return Decoding(self, [prompt_ids], config, track_text=True, grammars=self._grammars(constraint, 1, config),
-                        logprobs=logprobs)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, constraint=None,
                  **settings):
