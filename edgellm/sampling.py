@@ -191,12 +191,12 @@ def min_p(logits: np.ndarray, state: SamplingState) -> np.ndarray:
 
 Processor = Callable[[np.ndarray, SamplingState], np.ndarray]
 
-# (processor, is it on for these settings (and are the rows constrained)?, does it shape what may
-# be said, not how randomly)
 # the processors that read nothing but the settings (no row's history): rows of different
 # generations with equal settings can run them together (`Sampler.shared_key`)
 SETTINGS_ONLY = frozenset({"temperature", "top_k", "top_p", "typical_p", "min_p"})
 
+# (processor, is it on for these settings (and are the rows constrained)?, does it shape what may
+# be said, not how randomly)
 PROCESSORS: tuple[tuple[Processor, Callable[[GenerationConfig, bool], bool], bool], ...] = (
     (repetition_penalty, lambda c, _: c.repetition_penalty != 1.0, True),
     (presence_frequency_penalty, lambda c, _: bool(c.presence_penalty or c.frequency_penalty), True),
@@ -256,10 +256,11 @@ class Sampler:
         self.rngs = [np.random.default_rng([seed, n]) for n in sequence_numbers]
         self.shared_key = self._shared_key()
 
-    def choose(self, logits: np.ndarray, state: SamplingState) -> np.ndarray:
-        """logits (rows, vocab) -> token ids (rows,) int64."""
+    def choose(self, logits: np.ndarray, state: SamplingState, draws: np.ndarray | None = None) -> np.ndarray:
+        """logits (rows, vocab) -> token ids (rows,) int64. `draws`: each row's uniform draw, when
+        the rows are several samplers' with equal `shared_key` (default: this sampler's own)."""
         processed = process(logits, state, self.processors) if self.processors else logits
-        return pick(processed, self.draws())
+        return pick(processed, self.draws() if draws is None else draws)
 
     def draws(self) -> np.ndarray | None:
         """This step's uniform draw of each row from the row's own generator (None when greedy)."""
@@ -272,9 +273,8 @@ class Sampler:
         own state (penalties, bias, n-grams, min_new_tokens, a grammar)."""
         if any(p.__name__ not in SETTINGS_ONLY for p in self.processors):
             return None
-        c = self.config
-        return (c.temperature == 0.0, tuple(p.__name__ for p in self.processors), c.temperature, c.top_k, c.top_p,
-                c.typical_p, c.min_p)
+        c = self.config  # the processors follow from these settings (build_processors)
+        return (0.0,) if c.temperature == 0.0 else (c.temperature, c.top_k, c.top_p, c.typical_p, c.min_p)
 
 
 def pick(processed: np.ndarray, draws: np.ndarray | None) -> np.ndarray:

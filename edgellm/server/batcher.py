@@ -29,7 +29,6 @@ from concurrent.futures import Future
 import numpy as np
 
 from edgellm.generator import Generator
-from edgellm.sampling import pick, process
 from edgellm.slots import SlotRun
 
 TYPE_CHECKING = False
@@ -58,7 +57,6 @@ class Batcher:
     def __init__(self, generator: Generator, rows: int):
         self.generator = generator
         self.run = SlotRun(generator.session, rows)
-        self.rows = rows
         self._waiting: deque[_Entry] = deque()
         self._running: list[_Entry] = []
         self._owner: dict[int, tuple[_Entry, int]] = {}  # slot -> (entry, row of its job)
@@ -74,8 +72,8 @@ class Batcher:
     def submit(self, job: Job, emit: Callable[[tuple], None]) -> Future:
         """Queue `job`; `emit` gets its pieces in the batch's thread. The future ends (None, or the
         job's error) after its last piece."""
-        if job.n > self.rows:
-            raise ValueError(f"n must be at most {self.rows}, the rows this server decodes at once "
+        if job.n > self.run.capacity_rows:
+            raise ValueError(f"n must be at most {self.run.capacity_rows}, the rows this server decodes at once "
                              f"(--max-concurrency). Received: n={job.n}")
         future: Future = Future()
         with self._wake:
@@ -110,7 +108,7 @@ class Batcher:
                 self._choose()
                 if self._running:
                     self._step()
-            except Exception as error:  # a bug here must not leave requests waiting forever
+            except Exception as error:  # a failed model step, or a bug: no request is left waiting
                 self._fail_all(error, joining)
 
     def _fail_all(self, error: Exception, joining: list[_Entry]) -> None:
@@ -127,7 +125,7 @@ class Batcher:
         for entry in [entry for entry in self._waiting if entry.job.cancel.is_set()]:
             self._waiting.remove(entry)
             entry.future.set_result(None)
-        free, taken = self.rows - self.run.active, []
+        free, taken = self.run.capacity_rows - self.run.active, []
         while self._waiting and self._waiting[0].job.n <= free:
             entry = self._waiting.popleft()
             free -= entry.job.n
@@ -192,9 +190,8 @@ class Batcher:
                 continue
             first = entries[0].decoding
             logits = np.concatenate([entry.logits for entry in entries])
-            processed = process(logits, first.state, first.sampler.processors) if first.sampler.processors else logits
             draws = [entry.decoding.sampler.draws() for entry in entries]
-            tokens = pick(processed, None if draws[0] is None else np.concatenate(draws))
+            tokens = first.sampler.choose(logits, first.state, None if draws[0] is None else np.concatenate(draws))
             start = 0
             for entry in entries:
                 chosen[id(entry)] = tokens[start:start + entry.decoding.rows]
@@ -215,12 +212,6 @@ class Batcher:
         tokens = np.zeros(self.run.active, np.int64)
         for entry in self._running:
             tokens[entry.slots] = entry.tokens
-        try:
-            logits = self.generator.step(self.run, tokens)
-        except Exception as error:  # the model failed: every running request fails with it
-            for entry in list(self._running):
-                self._leave(entry)
-                entry.future.set_exception(error)
-            return
+        logits = self.generator.step(self.run, tokens)  # if the model fails, every running request fails (_loop)
         for entry in self._running:
             entry.logits = logits[entry.slots]  # a copy: the run rewrites its logits next step

@@ -25,7 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from edgellm.generator import Generator
 from edgellm.sampling import GenerationConfig
+from edgellm.server.batcher import Batcher
 from edgellm.server.responses import Token
+from edgellm.slots import supported
 
 _END = object()
 DEFAULT_BATCH_ROWS = 32  # rows of the continuous batch (sequences decoding at once)
@@ -98,17 +100,14 @@ class Job:
         """The `Decoding` of this job's rows, for a loop that runs the model itself (batcher.py)."""
         return self.generator.row_decoding(self.prompt_ids, self.config, self.constraint, self.logprobs)
 
-    def report(self, emit: Callable[[tuple], None], rows: list) -> None:
-        """Emit what is new in each row after a step."""
-        self._emit(emit, rows)
-
     def end(self, emit: Callable[[tuple], None], rows: list) -> None:
         """Emit the rows' last pieces (finished: `Decoding.finish`) and record how they ended."""
-        self._emit(emit, rows)
+        self.report(emit, rows)
         self.finish_reasons = [row.finish_reason for row in rows]
         self.completion_tokens = sum(len(row.ids) for row in rows)
 
-    def _emit(self, emit: Callable[[tuple], None], rows: list) -> None:
+    def report(self, emit: Callable[[tuple], None], rows: list) -> None:
+        """Emit what is new in each row after a step."""
         reported = self._reported
         for i, row in enumerate(rows):
             text = row.text.take()
@@ -175,9 +174,6 @@ class Workers:
     """
 
     def __init__(self, generator: Generator, max_concurrency: int | None, queue_size: int):
-        from edgellm.server.batcher import Batcher
-        from edgellm.slots import supported
-
         self.unbatched = supported(generator.session)  # None, or why the batch cannot run
         if max_concurrency is None:
             max_concurrency = DEFAULT_THREADS if self.unbatched else DEFAULT_BATCH_ROWS
