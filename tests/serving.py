@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
+from edgellm.generator import Generator
 from edgellm.server.app import create_app
 
 
@@ -26,3 +27,21 @@ def running(generator, **options):
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+class SlowGenerator(Generator):
+    """The real tiny model with each generation step `delay` seconds longer, as a larger model would
+    be: it lets tests hold requests in flight. `forwards` counts the steps run."""
+
+    delay = 0.04
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.forwards = 0
+        self._lock = threading.Lock()
+
+    def step(self, *args):
+        time.sleep(self.delay)
+        with self._lock:
+            self.forwards += 1
+        return super().step(*args)

@@ -17,30 +17,11 @@ import pytest
 import uvicorn
 
 import edgellm
-from edgellm.generator import Generator
 from edgellm.server.openai_api import CHAT_STOPS, render_chat
 from edgellm.server.app import create_app
-from serving import running
+from serving import SlowGenerator, running
 
 FINISH = {"eos": "stop", "length": "length"}
-
-
-class SlowGenerator(Generator):
-    """The real tiny model with each generation step `delay` seconds longer, as a larger model would
-    be: it lets tests hold requests in flight. `forwards` counts the steps run."""
-
-    delay = 0.04
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.forwards = 0
-        self._lock = threading.Lock()
-
-    def step(self, *args):
-        time.sleep(self.delay)
-        with self._lock:
-            self.forwards += 1
-        return super().step(*args)
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,7 @@ import edgellm
 from edgellm import constraints
 from edgellm.generator import Generator
 from edgellm.slots import SlotRun
-from serving import running
-
-
-class CountingGenerator(Generator):
-    """The real tiny model, counting the decode steps it runs (each a model call for every row)."""
-
-    delay = 0.0
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.steps = 0
-
-    def step(self, *args):
-        time.sleep(self.delay)
-        self.steps += 1
-        return super().step(*args)
+from serving import SlowGenerator, running
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +83,7 @@ def library_texts(model, body, settings):
 
 
 def test_concurrent_requests_each_get_their_own_result_in_shared_steps(tiny_folder, model):
-    counting = CountingGenerator(tiny_folder, threads=1)
+    counting = SlowGenerator(tiny_folder, threads=1)
     counting.delay = 0.01  # keeps every request in flight while the others join
     pattern = r"(Yes|No), [a-z]{3,8}\."
     expected = [library_texts(model, body, settings) for body, settings in REQUESTS]
@@ -145,11 +130,11 @@ def test_concurrent_requests_each_get_their_own_result_in_shared_steps(tiny_fold
     assert results["regex"] == expected_regex
     # one step runs every row: far fewer model calls than tokens (one per token without the batch)
     tokens = sum(body["max_tokens"] * body.get("n", 1) for body, _ in REQUESTS)
-    assert counting.steps < tokens / 2, (counting.steps, tokens)
+    assert counting.forwards < tokens / 2, (counting.forwards, tokens)
 
 
 def test_a_client_that_leaves_frees_its_row_and_the_others_go_on(tiny_folder, model):
-    counting = CountingGenerator(tiny_folder, threads=1)
+    counting = SlowGenerator(tiny_folder, threads=1)
     counting.delay = 0.02
     body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": 40, "temperature": 0}
     kept = {}
@@ -222,7 +207,7 @@ def test_a_failing_model_step_fails_its_requests_and_the_server_goes_on(tiny_fol
 
 
 def test_a_client_that_leaves_while_waiting_gives_up_its_place(tiny_folder):
-    counting = CountingGenerator(tiny_folder, threads=1)
+    counting = SlowGenerator(tiny_folder, threads=1)
     counting.delay = 0.05
     body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": 50, "temperature": 0}
     with running(counting, max_concurrency=1, queue_size=1) as url:
