@@ -125,17 +125,34 @@ def upgrade(folder):
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
 @click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (access lines at info).")
-def serve(model, host, port, max_concurrency, queue_size, threads, log_level):
+@click.option("--no-ui", is_flag=True, help="Do not answer GET / with the chat page.")
+def serve(model, host, port, max_concurrency, queue_size, threads, log_level, no_ui):
     """Serve MODEL with OpenAI's API at http://HOST:PORT/v1 until Ctrl-C or SIGTERM (serve extra).
 
     \b
     POST /v1/completions, POST /v1/chat/completions (with "stream": true: server-sent events),
-    GET /v1/models, GET /health. See docs/server.md.
+    GET /v1/models, GET /health, and a chat page at http://HOST:PORT/. See docs/server.md.
     """
     from edgellm.server.process import serve as run_server
 
     run_server(model, host=host, port=port, max_concurrency=max_concurrency, queue_size=queue_size,
-               threads=threads, log_level=log_level)
+               threads=threads, log_level=log_level, ui=not no_ui)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--node-modules", default="node_modules", show_default=True, type=click.Path(file_okay=False),
+              help="A node_modules folder holding onnxruntime-web, @huggingface/tokenizers and @huggingface/jinja "
+                   "(npm install onnxruntime-web@1.30.0 @huggingface/tokenizers@0.2.0 @huggingface/jinja@0.5.13).")
+@click.option("--host", default="127.0.0.1", help="Address to listen on; the default answers this machine only.")
+@click.option("--port", default=8000, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+def web(model, node_modules, host, port):
+    """Serve a page that runs MODEL entirely in the browser (onnxruntime-web, WASM), at
+    http://HOST:PORT/, until Ctrl-C (serve extra). Greedy decoding; see docs/server.md.
+    """
+    from edgellm.server.web import serve_folder
+
+    serve_folder(model, node_modules, host=host, port=port)
 
 
 for _command in (generate, chat, evaluate_command, bench, info, tokenizer, tokenize):

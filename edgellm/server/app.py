@@ -34,6 +34,7 @@ from starlette.routing import Route
 from edgellm import json_file
 from edgellm.batching import PromptTooLong, fit_context
 from edgellm.server import openai_api as api
+from edgellm.server import page
 from edgellm.server import responses
 from edgellm.generator import Generator
 from edgellm.server.workers import Job, Workers
@@ -257,7 +258,7 @@ async def _unless_disconnected(request: Request, work):
 # ---- the app ---------------------------------------------------------------
 
 def create_app(generator: Generator, model_id: str | None = None, max_concurrency: int | None = None,
-               queue_size: int = 64, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+               queue_size: int = 64, max_body_bytes: int = MAX_BODY_BYTES, ui: bool = True) -> Starlette:
     """The ASGI app serving `generator` with OpenAI's API.
 
     Args:
@@ -268,6 +269,7 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
             concat cache, or a GPU session), worker threads, default 2.
         queue_size: requests waiting for a turn; more get 429.
         max_body_bytes: larger request bodies get 413.
+        ui: answer GET / with the chat page (page.py).
     """
     workers = Workers(generator, max_concurrency, queue_size)
     server = Server(generator, model_id or generator.folder.path.name, workers, max_body_bytes)
@@ -281,6 +283,9 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
               Route("/v1/models/{model:path}", server.model),
               Route("/v1/completions", server.completions, methods=["POST"]),
               Route("/v1/chat/completions", server.chat_completions, methods=["POST"])]
+    if ui:
+        routes += page.routes(page.info(generator.folder, generator.defaults, "server", page.json_output(generator),
+                                        server.model_id))
     handlers = {api.RequestError: _request_error, ValueError: _bad_request, HTTPException: _http_error,
                 Exception: _server_error}
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

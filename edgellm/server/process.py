@@ -25,17 +25,19 @@ GRACEFUL_SHUTDOWN_S = 5
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_concurrency: int | None = None,
-          queue_size: int = 64, threads: int | None = None, log_level: str = "info") -> None:
+          queue_size: int = 64, threads: int | None = None, log_level: str = "info", ui: bool = True) -> None:
     """Load `model` and serve it until SIGINT or SIGTERM. Bad options raise ValueError."""
     import uvicorn
 
-    app = create_app(load(model, threads=threads), max_concurrency=max_concurrency, queue_size=queue_size)
+    app = create_app(load(model, threads=threads), max_concurrency=max_concurrency, queue_size=queue_size, ui=ui)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     workers = app.state.server.workers
     batching = f"batching off: {workers.unbatched}" if workers.unbatched else "continuous batching"
     print(f"edgellm: serving {app.state.server.model_id!r} at http://{host}:{bound}/v1 "
           f"(max concurrency {workers.max_concurrency}, queue {queue_size}, {batching})", file=sys.stderr, flush=True)
+    if ui:
+        print(f"edgellm: chat page at http://{host}:{bound}/", file=sys.stderr, flush=True)
     if not workers.unbatched and app.state.server.generator.defaults.prompt_lookup_num_tokens:
         print("edgellm: the continuous batch decodes one token a row per step: the folder's prompt_lookup_num_tokens "
               "is not used here (the text is the same; it is a speed setting)", file=sys.stderr, flush=True)
