@@ -329,3 +329,21 @@ def test_serve_command_errors_are_one_line(tiny_folder):
     taken.close()
     help_text = subprocess.run([sys.executable, "-m", "edgellm", "serve", "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "--max-concurrency" in help_text.stdout
+
+
+# ---- the chat page -----------------------------------------------------------------------------
+
+def test_chat_page_is_served_unless_turned_off(model):
+    """GET / is the chat page with the model's facts in it; its files are shipped; ui=False: 404.
+    (tests/test_web.py runs the page in headless Chromium.)"""
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(model)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert '"name": "tiny"' in page.text and f'"context": {model.config.context_length}' in page.text
+        for name in ("page.js", "server.js", "browser.js", "page.css"):
+            assert client.get(f"/ui/{name}").status_code == 200
+    with TestClient(create_app(model, ui=False)) as client:
+        assert client.get("/").status_code == 404
+        assert client.get("/ui/page.js").status_code == 404

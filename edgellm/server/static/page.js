@@ -54,7 +54,7 @@ function describe() {
     $("task").textContent = `A task model: it answers one prompt written like the prompts it was trained on${data}, `
       + "and stops at the end of its answer. Each prompt stands alone: the page sends completions, not a chat.";
     $("task").hidden = false;
-    $("prompt").placeholder = "Write a prompt in the model's task format; Enter sends";
+    $("prompt").placeholder = "Write a prompt in the model's task format; Enter sends, Shift+Enter starts a new line";
   }
 }
 
