@@ -1,7 +1,7 @@
 """`edgellm serve`: an OpenAI-compatible HTTP server around one model (the `serve` extra).
 
 POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
-`"stream": true`), GET /v1/models and GET /health. Request bodies are checked in
+`"stream": true`), GET /v1/models and GET /health; GET / is the chat page (page.py). Request bodies are checked in
 `openai_api.py`; this file runs them.
 
 Generation runs off the event loop, so it keeps answering while the model computes: the running
