@@ -38,8 +38,8 @@ export async function* reply(info, turn, settings, signal) {
   const ids = tokenizer.encode(template.render({ messages, add_generation_prompt: true }),
                                { add_special_tokens: false }).ids;
   if (ids.length >= info.context) {
-    throw new Error(`The prompt is ${ids.length} tokens but the model's context is ${info.context} tokens. `
-                    + (chat ? "Shorten the message or clear the conversation." : "Shorten the prompt."));
+    throw Object.assign(new Error(`The prompt is ${ids.length} tokens but the model's context is ${info.context} `
+                                  + "tokens. Shorten the prompt."), { code: "context_length_exceeded" });
   }
   const steps = Math.min(settings.max_tokens ?? info.defaults.max_tokens, info.context - ids.length);
   let past = Object.fromEntries(pastNames.map((n) => {

@@ -75,7 +75,11 @@ async function send(text) {
     }
   } catch (error) {
     if (error.name === "AbortError") status = "stopped";
-    else { status = "error"; add("error", error.message); }
+    else {
+      status = "error";
+      const longChat = error.code === "context_length_exceeded" && history.length;
+      add("error", error.message + (longChat ? " Clear starts a new conversation." : ""));
+    }
   }
   div.classList.remove("running");
   if (status === "error" && !reply) div.remove();

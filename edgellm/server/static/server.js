@@ -11,7 +11,7 @@ export async function* reply(info, turn, settings, signal) {
   else body.prompt = turn.prompt;
   const response = await fetch(turn.messages ? "/v1/chat/completions" : "/v1/completions", {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
-  if (!response.ok) throw new Error(await errorMessage(response));
+  if (!response.ok) throw await refusal(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -33,12 +33,13 @@ export async function* reply(info, turn, settings, signal) {
   }
 }
 
-// OpenAI's error body's message (429 queue full, 400 context exceeded, ...), with the status
-async function errorMessage(response) {
+// OpenAI's error body (429 queue full, 400 context exceeded, ...): its message with the status, and its code
+async function refusal(response) {
   const text = await response.text();
   try {
-    return `${response.status}: ${JSON.parse(text).error.message}`;
+    const { message, code } = JSON.parse(text).error;
+    return Object.assign(new Error(`${response.status}: ${message}`), { code });
   } catch {
-    return `${response.status} ${response.statusText}: ${text.slice(0, 300)}`;
+    return new Error(`${response.status} ${response.statusText}: ${text.slice(0, 300)}`);
   }
 }
