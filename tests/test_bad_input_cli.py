@@ -77,7 +77,7 @@ RANGED = [(path, param) for path, param in numeric_options() if isinstance(param
 def test_a_value_outside_an_options_range_is_one_line(path, param, data, tmp_path):
     value = data.draw(_outside(param))
     arguments = {"generate": ["hi"], "eval": [__file__], "export": [str(tmp_path), str(tmp_path / "out")],
-                 "serve": ["shakespeare"], "tokenizer train": [__file__], "train": [__file__, "--out", str(tmp_path)]}
+                 "serve": ["shakespeare"], "web": ["shakespeare"], "tokenizer train": [__file__], "train": [__file__, "--out", str(tmp_path)]}
     result = run([*path, *arguments.get(" ".join(path), []), param.opts[0], value])
     assert result.exit_code == 2, result.output  # click's usage error: nothing ran
     assert_one_line_error(result, (2,))

@@ -104,6 +104,8 @@ def library_errors(tmp_path, folder) -> dict:
         "train": (["train", text, "--out", tmp_path / "run", "--heads", "3", "--width", "32"],
                   "hidden_size (--width) must be divisible by num_heads (--heads). Received: hidden_size=32, num_heads=3"),
         "serve": (["serve", "no-such-model", "--port", "0"], "No model folder or shipped model named"),
+        "web": (["web", "shakespeare", "--node-modules", tmp_path, "--port", "0"],
+                "lacks the npm packages the page runs. Received: --node-modules"),
     }
 
 

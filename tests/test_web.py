@@ -32,6 +32,8 @@ NODE_MODULES = REPO / "tests" / "interop" / "node_modules"
 MESSAGES = {"shakespeare": "Good morrow, my lord.", "en-fr": "English: I love you.\nFrench:",
             "babi-qa1": "Mary moved to the bathroom.\nJohn went to the hallway.\nWhere is Mary?"}
 NEW_TOKENS = 40
+# a prompt of 99 tokens in the chat template: the context (128) ends the reply before NEW_TOKENS
+NEAR_THE_END = "I do love thee well, my lord, and yet " * 8
 SCREENSHOTS = {("serve", "shakespeare"): "chat-serve.png", ("web", "en-fr"): "chat-web.png"}
 
 
@@ -140,6 +142,9 @@ def test_serve_page_streams_the_librarys_greedy_reply(browser, name):
         assert name in header and f"context {edgellm.load(name).config.context_length} tokens" in header
         assert browser.find_element("id", "task").is_displayed() == (name != "shakespeare")
         screenshot(browser, "serve", name)
+        if name == "shakespeare":
+            reply = ask(browser, url, NEAR_THE_END, temperature=0, max_tokens=NEW_TOKENS)
+            assert reply.get_attribute("textContent") == library_reply(name, NEAR_THE_END)
 
 
 @pytest.mark.parametrize("name", list(MESSAGES))
@@ -150,6 +155,9 @@ def test_web_page_runs_the_model_in_the_browser(browser, name):
         assert reply.get_attribute("textContent") == library_reply(name, MESSAGES[name])
         assert "runs in this browser" in browser.find_element("id", "about").text
         screenshot(browser, "web", name)
+        if name == "shakespeare":
+            reply = ask(browser, url, NEAR_THE_END, max_tokens=NEW_TOKENS)
+            assert reply.get_attribute("textContent") == library_reply(name, NEAR_THE_END)
         # a prompt longer than the context: the page says so, as the server would
         reply = ask(browser, url, "word " * 200, max_tokens=NEW_TOKENS)
         error = browser.find_element("css selector", ".error").text

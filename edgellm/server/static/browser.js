@@ -41,7 +41,9 @@ export async function* reply(info, turn, settings, signal) {
     throw Object.assign(new Error(`The prompt is ${ids.length} tokens but the model's context is ${info.context} `
                                   + "tokens. Shorten the prompt."), { code: "context_length_exceeded" });
   }
-  const steps = Math.min(settings.max_tokens ?? info.defaults.max_tokens, info.context - ids.length);
+  const wanted = settings.max_tokens ?? info.defaults.max_tokens;
+  if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`max tokens must be an integer >= 1. Received: ${wanted}`);
+  const steps = Math.min(wanted, info.context - ids.length);
   let past = Object.fromEntries(pastNames.map((n) => {
     const [, heads, , headDim] = shapes[n];  // (batch_size, kv heads, past_sequence_length, head_dim)
     return [n, new ort.Tensor("float32", new Float32Array(0), [1, heads, 0, headDim])];
