@@ -119,6 +119,7 @@ def ask(browser, url: str, message: str, **settings):
     assert box.get_attribute("value") == message
     browser.find_element("id", "send").click()
     wait_idle(browser)
+    print(url, message[:24].replace("\n", " "), "|", browser.find_element("id", "status").text)  # -s shows it
     replies = browser.find_elements("css selector", ".assistant")
     return replies[-1] if replies else None
 

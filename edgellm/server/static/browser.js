@@ -82,6 +82,7 @@ export async function* reply(info, turn, settings, signal) {
     }
   }
   if (text.length > sent) yield text.slice(sent);
+  return { tokens: newIds.length };
 }
 
 function firstStop(text, stops) {

@@ -2,7 +2,8 @@
 // model is in #info (written by edgellm/server/page.py); a backend answers each message:
 // server.js (edgellm serve's /v1 API, streamed) or browser.js (model.onnx run in this page).
 // A backend has load(info) and reply(info, turn, settings, signal), an async generator of text
-// pieces that throws an Error with a message to show, or an AbortError when stopped.
+// pieces that returns {tokens} (the reply's length) and throws an Error with a message to show, or
+// an AbortError when stopped.
 const info = JSON.parse(document.getElementById("info").textContent);
 const $ = (id) => document.getElementById(id);
 const browser = info.backend === "browser";
@@ -66,8 +67,16 @@ async function send(text) {
   controller = new AbortController();
   setState("running", "writing…");
   let reply = "", pieces = 0, status = "done";
+  const started = performance.now();
   try {
-    for await (const piece of backend.reply(info, turn, settings(), controller.signal)) {
+    const stream = backend.reply(info, turn, settings(), controller.signal);
+    for (;;) {
+      const { value: piece, done } = await stream.next();
+      if (done) {  // the backend's summary: {tokens}
+        const seconds = (performance.now() - started) / 1000;
+        status = `done: ${piece.tokens} tokens in ${seconds.toFixed(2)} s (${(piece.tokens / seconds).toFixed(0)} tokens/s)`;
+        break;
+      }
       reply += piece;
       div.textContent = reply;
       div.dataset.pieces = ++pieces;  // how many streamed pieces made the reply

@@ -4,7 +4,7 @@
 export async function load() {}
 
 export async function* reply(info, turn, settings, signal) {
-  const body = { stream: true, temperature: settings.temperature, top_p: settings.top_p,
+  const body = { stream: true, stream_options: { include_usage: true }, temperature: settings.temperature, top_p: settings.top_p,
                  max_tokens: settings.max_tokens, seed: settings.seed };  // undefined ones are left out
   if (settings.json) body.response_format = { type: "json_object" };
   if (turn.messages) body.messages = turn.messages;
@@ -13,19 +13,20 @@ export async function* reply(info, turn, settings, signal) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
   if (!response.ok) throw await refusal(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  let buffer = "", tokens = 0;
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) return { tokens };
     buffer += value;
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {  // one event per blank-line-ended block
       const data = buffer.slice(0, end).split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
       buffer = buffer.slice(end + 2);
-      if (data === "[DONE]") return;
+      if (data === "[DONE]") return { tokens };
       if (!data) continue;
       const doc = JSON.parse(data);
       if (doc.error) throw new Error(doc.error.message);
+      if (doc.usage) tokens = doc.usage.completion_tokens;  // the last chunk (include_usage)
       const choice = doc.choices?.[0];
       const text = turn.messages ? choice?.delta?.content : choice?.text;
       if (text) yield text;
