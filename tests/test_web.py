@@ -178,6 +178,9 @@ def test_stop_button_and_queue_full(browser):
     with running(SlowGenerator("shakespeare"), max_concurrency=1, queue_size=0) as base:
         browser.get(base + "/")
         wait_idle(browser)
+        temperature = browser.find_element("id", "temperature")
+        temperature.clear()
+        temperature.send_keys("0")  # greedy: the reply runs to the context's end, about 5 s here
         browser.find_element("id", "prompt").send_keys("ROMEO:")
         browser.find_element("id", "send").click()
         reply = browser.find_element("css selector", ".assistant")
@@ -193,7 +196,7 @@ def test_stop_button_and_queue_full(browser):
             assert time.monotonic() < deadline, "the server kept generating after Stop"
             time.sleep(0.05)
         with httpx.stream("POST", base + "/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 200,
-                                                                  "stream": True}) as held:
+                                                                  "temperature": 0, "stream": True}) as held:
             lines = held.iter_lines()  # kept: a dropped iterator would close the connection
             next(lines)  # the slot is taken until this request ends
             browser.find_element("id", "prompt").send_keys("JULIET:")

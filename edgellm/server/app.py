@@ -1,8 +1,8 @@
 """`edgellm serve`: an OpenAI-compatible HTTP server around one model (the `serve` extra).
 
 POST /v1/completions and /v1/chat/completions (streamed as server-sent events with
-`"stream": true`), GET /v1/models and GET /health; GET / is the chat page (page.py). Request bodies are checked in
-`openai_api.py`; this file runs them.
+`"stream": true`), GET /v1/models and GET /health. Request bodies are checked in
+`openai_api.py`; this file runs them. GET / is the chat page (page.py; off with ui=False).
 
 Generation runs off the event loop, so it keeps answering while the model computes: the running
 requests decode together in one continuous batch (batcher.py), or each in a worker thread for a

@@ -14,13 +14,16 @@ let model;
 
 async function fetched(name, as) {
   const response = await fetch(`/model/${name}`);
-  if (!response.ok) throw new Error(`Cannot read ${name} of the model folder: ${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    throw new Error(`Cannot read ${name} of the model folder: ${response.status} ${response.statusText}`);
+  }
   return response[as]();
 }
 
 export async function load() {
   const [tokenizerJson, tokenizerConfig, bytes] = await Promise.all(
-    [fetched("tokenizer.json", "json"), fetched("tokenizer_config.json", "json"), fetched("model.onnx", "arrayBuffer")]);
+    [fetched("tokenizer.json", "json"), fetched("tokenizer_config.json", "json"),
+     fetched("model.onnx", "arrayBuffer")]);
   const session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ["wasm"] });
   const shapes = Object.fromEntries(session.inputMetadata.map((m) => [m.name, m.shape]));
   model = { session, shapes, tokenizer: new Tokenizer(tokenizerJson, tokenizerConfig),
@@ -42,7 +45,9 @@ export async function* reply(info, turn, settings, signal) {
                                   + "tokens. Shorten the prompt."), { code: "context_length_exceeded" });
   }
   const wanted = settings.max_tokens ?? info.defaults.max_tokens;
-  if (!Number.isInteger(wanted) || wanted < 1) throw new Error(`max tokens must be an integer >= 1. Received: ${wanted}`);
+  if (!Number.isInteger(wanted) || wanted < 1) {
+    throw new Error(`max tokens must be an integer >= 1. Received: ${wanted}`);
+  }
   const steps = Math.min(wanted, info.context - ids.length);
   let past = Object.fromEntries(pastNames.map((n) => {
     const [, heads, , headDim] = shapes[n];  // (batch_size, kv heads, past_sequence_length, head_dim)

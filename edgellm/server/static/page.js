@@ -74,7 +74,8 @@ async function send(text) {
       const { value: piece, done } = await stream.next();
       if (done) {  // the backend's summary: {tokens}
         const seconds = (performance.now() - started) / 1000;
-        status = `done: ${piece.tokens} tokens in ${seconds.toFixed(2)} s (${(piece.tokens / seconds).toFixed(0)} tokens/s)`;
+        const speed = (piece.tokens / seconds).toFixed(0);
+        status = `done: ${piece.tokens} tokens in ${seconds.toFixed(2)} s (${speed} tokens/s)`;
         break;
       }
       reply += piece;

@@ -4,8 +4,8 @@
 export async function load() {}
 
 export async function* reply(info, turn, settings, signal) {
-  const body = { stream: true, stream_options: { include_usage: true }, temperature: settings.temperature, top_p: settings.top_p,
-                 max_tokens: settings.max_tokens, seed: settings.seed };  // undefined ones are left out
+  const body = { stream: true, stream_options: { include_usage: true }, temperature: settings.temperature,
+                 top_p: settings.top_p, max_tokens: settings.max_tokens, seed: settings.seed };  // undefined: left out
   if (settings.json) body.response_format = { type: "json_object" };
   if (turn.messages) body.messages = turn.messages;
   else body.prompt = turn.prompt;
@@ -20,7 +20,8 @@ export async function* reply(info, turn, settings, signal) {
     buffer += value;
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {  // one event per blank-line-ended block
-      const data = buffer.slice(0, end).split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+      const lines = buffer.slice(0, end).split("\n");
+      const data = lines.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
       buffer = buffer.slice(end + 2);
       if (data === "[DONE]") return { tokens };
       if (!data) continue;
