@@ -56,6 +56,7 @@ export async function* reply(info, turn, settings, signal) {
   let input = ids, filled = 0, sent = 0, text = "";
   const newIds = [];
   while (newIds.length < steps) {
+    await nextTask();  // session.run holds the page's thread: let it paint and take clicks (Stop) between steps
     if (signal.aborted) throw new DOMException("Stopped", "AbortError");
     const seq = input.length;
     const result = await session.run({
@@ -88,6 +89,16 @@ export async function* reply(info, turn, settings, signal) {
   }
   if (text.length > sent) yield text.slice(sent);
   return { tokens: newIds.length };
+}
+
+// a promise that resolves in a later task, so that the events and the painting waiting for the
+// thread go first (a message, not setTimeout: no 4 ms clamp)
+function nextTask() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = resolve;
+    channel.port2.postMessage(null);
+  });
 }
 
 function firstStop(text, stops) {
