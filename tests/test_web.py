@@ -9,6 +9,7 @@ the tests save each page's screenshot there (docs/img holds the ones docs/server
     EDGELLM_SCREENSHOTS=docs/img python -m pytest tests/test_web.py -m interop
 """
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 import edgellm
+from edgellm import constraints
 from edgellm.server.openai_api import CHAT_STOPS, render_chat
 from serving import SlowGenerator, running
 
@@ -41,7 +43,7 @@ NEAR_THE_END = "I do love thee well, my lord, and yet " * 8
 SCREENSHOTS = {("serve", "shakespeare"): "chat-serve.png", ("web", "en-fr"): "chat-web.png"}
 
 
-def library_reply(name: str, message: str, new_tokens: int = NEW_TOKENS) -> str:
+def library_reply(name: str, message: str, new_tokens: int = NEW_TOKENS, constraint=None) -> str:
     """What the library writes greedily: a chat model's reply to one user message (the folder's chat
     template, stopped at a new "User:" line, the space after "Assistant:" dropped), or a task
     model's completion of the prompt."""
@@ -49,7 +51,8 @@ def library_reply(name: str, message: str, new_tokens: int = NEW_TOKENS) -> str:
     if model.task_template:
         return model.generate(message, temperature=0, max_new_tokens=new_tokens).text
     prompt = render_chat([{"role": "user", "content": message}], model.folder.chat_template)
-    return model.generate(prompt, temperature=0, max_new_tokens=new_tokens, stop_strings=CHAT_STOPS).text.lstrip()
+    return model.generate(prompt, temperature=0, max_new_tokens=new_tokens, stop_strings=CHAT_STOPS,
+                          constraint=constraint).text.lstrip()
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +109,14 @@ def wait_idle(browser, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def ask(browser, url: str, message: str, **settings):
-    """Load the page, set the settings, type `message` (Shift+Enter between lines) and send it;
+def ask(browser, url: str | None, message: str, **settings):
+    """Load the page (unless url is None), set the settings, type `message` (Shift+Enter between lines) and send it;
     returns the reply's element once the page is idle again."""
     from selenium.webdriver.common.keys import Keys
 
-    browser.get(url)
-    wait_idle(browser)
+    if url is not None:  # else: the page as it is
+        browser.get(url)
+        wait_idle(browser)
     for name, value in settings.items():
         field = browser.find_element("id", name)
         field.clear()
@@ -150,6 +154,12 @@ def test_serve_page_streams_the_librarys_greedy_reply(browser, name):
         if name == "shakespeare":
             reply = ask(browser, url, NEAR_THE_END, temperature=0, max_tokens=NEW_TOKENS)
             assert reply.get_attribute("textContent") == library_reply(name, NEAR_THE_END)
+            # the JSON switch: response_format json_object, the library's constrained text
+            browser.find_element("id", "clear").click()
+            browser.find_element("id", "json").click()
+            reply = ask(browser, None, MESSAGES[name])
+            expected = library_reply(name, MESSAGES[name], constraint=constraints.json())
+            assert reply.get_attribute("textContent") == expected and isinstance(json.loads(expected), dict)
 
 
 @pytest.mark.parametrize("name", list(MESSAGES))
