@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from edgellm.cli import main
 from edgellm.export import blockwise, quantize
+from test_folder_format import as_format_1
 
 
 def test_decide_keeps_the_variant_only_within_the_limits():
@@ -69,12 +70,10 @@ def test_what_quantize_refuses(tiny_folder, tmp_path):
     with pytest.raises(ValueError, match=r"holds quantized operators \(DynamicQuantizeLinear, MatMulInteger\); "
                                          "edgellm quantize needs the float32 graph. Pass a float32 folder"):
         quantize.quantize_folder(old, tmp_path / "requantized")
+    old_format = as_format_1(tiny_folder, tmp_path / "format-1")  # an older format: upgrade first
+    with pytest.raises(ValueError, match=f"{old_format} is a format 1 model folder. Run `edgellm upgrade"):
+        quantize.quantize_folder(old_format, tmp_path / "old")
     config = folder / "config.json"
-    document = json.loads(config.read_text())
-    document["edgellm"]["format_version"] = 1  # an older format: upgrade first
-    config.write_text(json.dumps(document))
-    with pytest.raises(ValueError, match="must be one of|edgellm upgrade"):
-        quantize.quantize_folder(folder, tmp_path / "old")
     config.write_text('{"edgellm": {')  # corrupt: the reader names the file
     with pytest.raises(ValueError, match="config.json"):
         quantize.quantize_folder(folder, tmp_path / "corrupt")
