@@ -23,6 +23,10 @@ decoded faster (edgellm loaded first 0.90x, 0.84x, 0.89x; genai first 0.96x, 0.8
 
     python bench/runtime_speed.py --model shakespeare --new-tokens 100 --groups 8 --runs 10
     python bench/runtime_speed.py --runtimes edgellm,onnxruntime-genai,loop
+    python bench/runtime_speed.py --model shakespeare --baseline OLD_FOLDER   # also edgellm on another folder
+
+`--baseline FOLDER` adds edgellm on another folder of the same model (another quantization of
+model.onnx, say), taking turns with the others like one more runtime.
 """
 
 from __future__ import annotations
@@ -114,7 +118,8 @@ def loop_decoder(folder: Path, threads: int | None):
 def worker(runtime: str, folder: Path, ids: list[int], new_tokens: int, threads: int | None) -> None:
     """A child process: load one runtime, then time one generation per line read from stdin
     and answer each with a JSON line (tokens/s and the tokens)."""
-    decoders = {"edgellm": edgellm_decoder, "onnxruntime-genai": genai_decoder, "loop": loop_decoder}
+    decoders = {"edgellm": edgellm_decoder, "onnxruntime-genai": genai_decoder, "loop": loop_decoder,
+                "baseline": edgellm_decoder}
     decode = decoders[runtime](folder, threads)
     decode(ids, new_tokens)  # warm up
     print("ready", flush=True)
@@ -146,7 +151,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=10, help="timed generations of each runtime in each group, "
                         "taking turns")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads for both (default: theirs)")
-    parser.add_argument("--worker", choices=RUNTIMES, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", help="also edgellm on this folder of the same model (a shipped name or a path)")
+    parser.add_argument("--worker", choices=(*RUNTIMES, "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -167,12 +173,14 @@ def main(argv=None):
     runtimes = args.runtimes.split(",")
     if runtimes[0] != "edgellm" or len(runtimes) < 2 or not set(runtimes) <= set(RUNTIMES):
         parser.error(f"--runtimes must be edgellm then one or more of {RUNTIMES[1:]}. Received: {args.runtimes}")
+    runtimes += ["baseline"] if args.baseline else []
     rates: dict[str, list[float]] = {name: [] for name in runtimes}
     group_ratios: dict[str, list[float]] = {name: [] for name in runtimes[1:]}
     tokens = {}
     with tempfile.TemporaryDirectory() as workdir:
         folders = {"edgellm": folder, "loop": folder,
-                   "onnxruntime-genai": genai_folder(folder, args.threads, Path(workdir))}
+                   "onnxruntime-genai": genai_folder(folder, args.threads, Path(workdir)),
+                   "baseline": model_folder.resolve(args.baseline) if args.baseline else None}
         cores = sorted(os.sched_getaffinity(0))[:args.threads or default_threads()]
         for group in range(args.groups):
             order = runtimes[group % len(runtimes):] + runtimes[:group % len(runtimes)]  # who starts first
@@ -190,6 +198,8 @@ def main(argv=None):
             for process in workers.values():
                 process.stdin.close()
                 process.wait()
+    if args.baseline:
+        print(f"baseline: edgellm on {folders['baseline']}")
     print(f"model {folder.name}: prompt {len(ids)} tokens, {new_tokens} new tokens, greedy, batch 1, threads "
           f"{args.threads or 'default'}; {args.groups} fresh groups of processes (start order rotating) x "
           f"{args.runs} runs each, taking turns on core(s) {cores}")

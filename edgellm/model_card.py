@@ -111,8 +111,8 @@ def _runtimes(config: dict, folder: Path) -> list[str]:
                   f"(edgellm {upgrade.get('edgellm')}, onnx {upgrade.get('onnx')}): config.json, "
                   "tokenizer_config.json, generation_config.json, genai_config.json and model.onnx's dimension "
                   "names were rewritten; the graph, the weights and the figures above are the export's"
-                  + (" (of the float32 weights; the int8 ones were made from them afterwards, as above)." if config["provenance"].get("quantization")
-                     else "."), ""]
+                  + (" (of the float32 weights; the quantized ones were made from them afterwards, as above)."
+                     if config["provenance"].get("quantization") else "."), ""]
     return lines
 
 
@@ -153,24 +153,31 @@ def _variants_table(variants: dict, shipped: str) -> list[str]:
 
 
 def _quantization(q: dict | None) -> list[str]:
-    """The int8 decision: what was compared, greedy agreement, the command, how to get float32 back."""
+    """The quantization decision: what was compared, greedy agreement, the command, how to get float32 back."""
     if not q:
         return []
     agree = q["greedy_agreement"]
-    lines = ["## int8 weights (measured against float32)", "",
+    name = next(k for k in q["figures"] if k != "float32")  # the variant measured: int8 or int4
+    scheme = q.get("scheme")
+    lines = [f"## {name} weights (measured against float32)", "",
              f"- decision: {q['decision']}",
              f"- greedy agreement (the export gate's prompts and held-out prompts, up to {agree['max_new_tokens']} "
              f"tokens each): {agree['identical_prompts']} of {agree['prompts']} prompts identical, "
              f"{agree['token_agreement']:.1%} of tokens match up to the first difference"]
-    f32, i8 = q["figures"]["float32"], q["figures"]["int8"]
+    if scheme:
+        lines.append(f"- {name}: block-wise {scheme['bits']}-bit weights, blocks of {scheme['block_size']}, symmetric "
+                     f"({scheme['operator']}, accuracy_level {scheme['accuracy_level']}: activations quantized row "
+                     "by row, so a row's logits do not depend on the rows beside it); embedding tables the same, "
+                     "looked up with standard ONNX operators")
+    f32, quantized = q["figures"]["float32"], q["figures"][name]
     if f32.get("task_metric") is not None:
-        scores = {name: ", ".join(f"{k} {v:.4f}" for k, v in f["task_metrics"].items() if isinstance(v, float))
-                  for name, f in (("float32", f32), ("int8", i8))}
+        scores = {k: ", ".join(f"{m} {v:.4f}" for m, v in f["task_metrics"].items() if isinstance(v, float))
+                  for k, f in (("float32", f32), (name, quantized))}
         lines.append(f"- {f32['task_metrics'].get('task')} (greedy, {f32['task_metrics'].get('examples')} examples): "
-                     f"float32 {scores['float32']}; int8 {scores['int8']}")
+                     f"float32 {scores['float32']}; {name} {scores[name]}")
     if q.get("command"):
         lines.append(f"- command: `{q['command']}`")
-    if q["weights"] == "int8":
+    if q["weights"] != "float32":
         lines.append("- float32 weights: `edgellm export CHECKPOINT OUT --quantize none`; for a folder quantized "
                      "by `edgellm quantize`, its float32 model.onnx is in the edgellm repository's history "
                      "(`git log -- models/NAME/model.onnx`)")

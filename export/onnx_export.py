@@ -11,8 +11,8 @@ config.json, tokenizer_config.json, generation_config.json and genai_config.json
 transformers, Optimum, transformers.js and onnxruntime-genai read) into a temporary folder next
 to OUT_DIR, with `fmt="hf"` the weights as model.safetensors for transformers' GPT2LMHeadModel
 (hf_weights.py); check the ONNX model against the Keras model (validate.py);
-by default make int8 weights and keep them only if they measure as good as float32
-(quantize.py; float16 or float32 if asked for, variants.py); only then rename the folder into place.
+by default make block-wise int8 weights (int4 if asked for) and keep them only if they measure as
+good as float32 (quantize.py, blockwise.py; float16 or float32 if asked for, variants.py); only then rename the folder into place.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         checkpoint_dir: a folder written by `edgellm train`.
         out_dir: the model folder to create (refused if it exists, unless `force`).
         opset: ONNX opset.
-        weights: "int8" (default: kept where held-out perplexity rises by at most 0.5% and
-            greedy agreement is recorded, else float32 with the reason; a task model keeps float32,
-            see `edgellm quantize`), "float32", or "float16".
+        weights: "int8" (default) or "int4": block-wise weights (blockwise.py), kept where held-out
+            perplexity rises by at most 0.5% and greedy agreement is recorded, else float32 with the
+            reason (a task model keeps float32, see `edgellm quantize`); "float32", or "float16".
         force: replace `out_dir` if it exists.
         kv_cache: "in_place" (GroupQueryAttention, onnxruntime only; the runtime updates one
             preallocated cache) or "concat" (standard ONNX operators; the cache is copied each step).
@@ -160,11 +160,11 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
 
         # the gate runs on the float32 graph; a smaller variant is then measured against it
         provenance["parity"] = validate.check_parity(model, tmp)  # raises on mismatch
-        if weights == "int8":  # kept only within quantize.py's limits, else float32 (the decision says why)
+        if weights in ("int8", "int4"):  # kept only within quantize.py's limits, else float32 (the decision says why)
             float32_dir = scratch / "float32"
             shutil.copytree(tmp, float32_dir)
-            variants.make_variant(float32_dir / model_folder.MODEL_FILE, tmp / model_folder.MODEL_FILE, "int8")
-            quantization = quantize.measure_int8(float32_dir, tmp, config)
+            variants.make_variant(float32_dir / model_folder.MODEL_FILE, tmp / model_folder.MODEL_FILE, weights)
+            quantization = quantize.measure_quantized(float32_dir, tmp, config, weights)
             if quantization["weights"] == "float32":
                 shutil.copy(float32_dir / model_folder.MODEL_FILE, tmp / model_folder.MODEL_FILE)
             config["onnx"]["weights"] = quantization["weights"]

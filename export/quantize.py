@@ -1,10 +1,12 @@
-"""int8 weights, kept only where they measure as good as float32: the export default and `edgellm quantize`.
+"""Block-wise int8 or int4 weights, kept only where they measure as good as float32: the export
+default (int8) and `edgellm quantize`.
 
     edgellm quantize models/shakespeare models/shakespeare-int8
+    edgellm quantize models/shakespeare models/shakespeare-int4 --weights int4
     edgellm quantize models/en-fr OUT --task translation --eval-file data/tatoeba-fra-eng/test.tsv
 
-The int8 model.onnx is made from the folder's float32 model.onnx by `variants.make_variant` (the
-same quantizer `edgellm export` runs) and measured against it: greedy agreement on the export
+The quantized model.onnx is made from the folder's float32 model.onnx by `variants.make_variant`
+(blockwise.py, the same quantizer `edgellm export` runs) and measured against it: greedy agreement on the export
 gate's prompts, and the change in quality. A text model is scored on held-out windows of its
 training files (perplexity must rise by at most 0.5%); a task model by its task metric on an
 evaluation file (chrF or exact match within 0.5 points). Otherwise the float32 weights stay, and
@@ -13,7 +15,7 @@ the decision says why.
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import shutil
 import tempfile
@@ -24,15 +26,15 @@ MAX_TASK_METRIC_DROP = 0.5  # points (chrF 0-100, exact match in percent)
 TASK_METRICS = {"translation": "chrf", "qa": "exact_match"}
 
 
-def greedy_agreement(float32_folder: Path, int8_folder: Path, prompts=(), new_tokens: int = 32) -> dict:
-    """How often int8 greedy decoding gives float32's ids, over the export gate's prompts and
+def greedy_agreement(float32_folder: Path, quantized_folder: Path, prompts=(), new_tokens: int = 32) -> dict:
+    """How often quantized greedy decoding gives float32's ids, over the export gate's prompts and
     `prompts`: prompts whose ids are identical, and tokens that match up to the first difference
     (of the longer of the two; generation stops at the folder's stop tokens)."""
     from edgellm.export.validate import DEFAULT_PROMPTS
     from edgellm.generator import Generator
 
     prompts = [*DEFAULT_PROMPTS, *prompts]
-    runs = [Generator(f, providers=["CPUExecutionProvider"]) for f in (float32_folder, int8_folder)]
+    runs = [Generator(f, providers=["CPUExecutionProvider"]) for f in (float32_folder, quantized_folder)]
     same_prompts = same_tokens = total = 0
     for prompt in prompts:
         a, b = (r.generate(prompt, max_new_tokens=new_tokens, temperature=0.0).token_ids for r in runs)
@@ -43,21 +45,21 @@ def greedy_agreement(float32_folder: Path, int8_folder: Path, prompts=(), new_to
             "token_agreement": same_tokens / total if total else 1.0}
 
 
-def decide(float32: dict, int8: dict) -> tuple[bool, str]:
-    """Keep int8? Compares `val_perplexity` (text models) or `task_metric` (task models)."""
+def decide(float32: dict, quantized: dict, weights: str = "int8") -> tuple[bool, str]:
+    """Keep the `weights` variant? Compares `val_perplexity` (text models) or `task_metric` (task models)."""
     if float32.get("val_perplexity") is not None:
-        change = int8["val_perplexity"] / float32["val_perplexity"] - 1
+        change = quantized["val_perplexity"] / float32["val_perplexity"] - 1
         if change <= MAX_PERPLEXITY_CHANGE:
-            return True, f"int8: held-out perplexity {change:+.2%} vs float32 (limit +{MAX_PERPLEXITY_CHANGE:.1%})"
-        return False, (f"float32 kept: int8 raises held-out perplexity by {change:+.2%} "
+            return True, f"{weights}: held-out perplexity {change:+.2%} vs float32 (limit +{MAX_PERPLEXITY_CHANGE:.1%})"
+        return False, (f"float32 kept: {weights} raises held-out perplexity by {change:+.2%} "
                        f"(limit +{MAX_PERPLEXITY_CHANGE:.1%})")
     if float32.get("task_metric") is not None:
-        name, change = float32["task_metric_name"], int8["task_metric"] - float32["task_metric"]
+        name, change = float32["task_metric_name"], quantized["task_metric"] - float32["task_metric"]
         drop = -change
         if drop <= MAX_TASK_METRIC_DROP:
-            return True, f"int8: {name} {change + 0.0:+.2f} points vs float32 (limit -{MAX_TASK_METRIC_DROP})"
-        return False, f"float32 kept: int8 lowers {name} by {drop:.2f} points (limit {MAX_TASK_METRIC_DROP})"
-    return False, ("float32 kept: no held-out text to measure int8 against (a task model: run "
+            return True, f"{weights}: {name} {change + 0.0:+.2f} points vs float32 (limit -{MAX_TASK_METRIC_DROP})"
+        return False, f"float32 kept: {weights} lowers {name} by {drop:.2f} points (limit {MAX_TASK_METRIC_DROP})"
+    return False, (f"float32 kept: no held-out text to measure {weights} against (a task model: run "
                    "`edgellm quantize FOLDER OUT --task TASK --eval-file FILE`)")
 
 
@@ -74,18 +76,25 @@ def task_metric(folder: Path, task: str, eval_file: str, max_examples: int | Non
     return {"task_metric_name": TASK_METRICS[task], "task_metric": value, "task_metrics": metrics}
 
 
+QUANTIZED_OPERATORS = {"MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear",
+                       "DequantizeLinear", "QLinearMatMul"}
+
+
 def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = None,
-                    eval_file: str | None = None, max_examples: int | None = None, force: bool = False) -> dict:
-    """Write OUT_DIR: FOLDER with int8 model.onnx if it measures within the limits, else float32.
+                    eval_file: str | None = None, max_examples: int | None = None, force: bool = False,
+                    weights: str = "int8") -> dict:
+    """Write OUT_DIR: FOLDER with `weights` model.onnx if it measures within the limits, else float32.
 
     Args:
         folder: a model folder whose model.onnx holds float32 weights.
-        out_dir: the folder to write (refused if it exists, unless `force`; may not be `folder`).
+        out_dir: the folder to write (refused if it exists, unless `force`; may not be `folder`,
+            inside it or around it).
         task: "translation" or "qa" for a task model, measured on `eval_file`; None: a text model,
             measured on held-out windows of the training files named in its provenance.
         eval_file: the task's prompt/completion file.
         max_examples: evaluate only the first N examples of `eval_file`.
         force: replace `out_dir` if it exists.
+        weights: "int8" or "int4" (block-wise, blockwise.py).
     Returns: the `quantization` entry written to config.json's provenance.
 
     Example:
@@ -93,13 +102,17 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
         'int8: held-out perplexity +0.01% vs float32 (limit +0.5%)'
     """
     from edgellm import model_card
-    from edgellm.export import folder_files, variants
+    from edgellm.export import blockwise, folder_files, variants
 
+    if weights not in blockwise.BITS:
+        raise ValueError(f"weights must be one of {tuple(blockwise.BITS)}. Received: weights={weights!r}")
     folder, out_dir = Path(folder), Path(out_dir)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))["edgellm"]
-    if config["onnx"].get("weights", "float32") != "float32":
-        raise ValueError(f"{folder}/model.onnx holds {config['onnx']['weights']} weights. Pass a float32 folder.")
-    if out_dir.resolve() == folder.resolve() or (out_dir.exists() and not force):
+    config = copy.deepcopy(_float32_document(folder))
+    inside, around = folder.resolve(), out_dir.resolve()
+    if around == inside or inside in around.parents or around in inside.parents:
+        raise ValueError(f"The output folder must be outside {folder} and not hold it. Received: {out_dir}. "
+                         "Pass a folder beside it.")
+    if out_dir.exists() and not force:
         raise ValueError(f"Output folder {out_dir} already exists. Pass a new folder (or --force to replace it).")
     if (task is None) != (eval_file is None):
         raise ValueError("Pass --task and --eval-file together (a task model), or neither (a text model).")
@@ -110,13 +123,14 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
         tmp.chmod(0o755)
         float32_file = tmp / "model.float32.onnx"
         os.replace(tmp / "model.onnx", float32_file)
-        variants.make_variant(float32_file, tmp / "model.onnx", "int8")
-        result = measure_int8(folder, tmp, config, task, eval_file, max_examples)
+        variants.make_variant(float32_file, tmp / "model.onnx", weights)
+        result = measure_quantized(folder, tmp, config, weights, task, eval_file, max_examples)
         if result["weights"] == "float32":
             os.replace(float32_file, tmp / "model.onnx")
         else:
             float32_file.unlink()
         result["command"] = (f"edgellm quantize {folder} {out_dir}"
+                             + (f" --weights {weights}" if weights != "int8" else "")
                              + (f" --task {task} --eval-file {eval_file}" if task else "")
                              + (f" --max-examples {max_examples}" if max_examples else ""))
         config["onnx"]["weights"] = result["weights"]
@@ -131,10 +145,32 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
     return result
 
 
-def measure_int8(float32_folder: Path, int8_folder: Path, config: dict, task=None, eval_file=None,
-                 max_examples=None) -> dict:
-    """Figures of float32 and int8 (size, quality, decode speed), greedy agreement and the decision."""
-    from edgellm.export import variants
+def _float32_document(folder: Path) -> dict:
+    """edgellm's document of a current-format folder whose model.onnx is the float32 graph, read
+    through the runtime's checked reader; anything else is refused with what to do."""
+    import onnx
+
+    from edgellm import model_folder
+
+    found = model_folder.read(folder)
+    if found.format_version != model_folder.FORMAT_VERSION:
+        raise ValueError(f"{folder} is a format {found.format_version} model folder. Run `edgellm upgrade {folder}` "
+                         "first, then quantize it.")
+    weights = found.meta.get("onnx", {}).get("weights", "float32")
+    operators = {n.op_type for n in onnx.load(str(folder / model_folder.MODEL_FILE), load_external_data=False)
+                 .graph.node} & QUANTIZED_OPERATORS
+    if weights != "float32" or operators:
+        held = f"{weights} weights" if weights != "float32" else f"quantized operators ({', '.join(sorted(operators))})"
+        raise ValueError(f"{folder}/model.onnx holds {held}; edgellm quantize needs the float32 graph. Pass a "
+                         "float32 folder: `edgellm export CHECKPOINT OUT --quantize none`, or for a shipped model "
+                         "its float32 model.onnx from the repository's history (`git log -- models/NAME/model.onnx`).")
+    return found.meta
+
+
+def measure_quantized(float32_folder: Path, folder: Path, config: dict, weights: str = "int8", task=None,
+                      eval_file=None, max_examples=None) -> dict:
+    """Figures of float32 and `weights` (size, quality, decode speed), greedy agreement and the decision."""
+    from edgellm.export import blockwise, variants
     from edgellm.tokenizer import Tokenizer
 
     prov = config["provenance"]
@@ -143,14 +179,15 @@ def measure_int8(float32_folder: Path, int8_folder: Path, config: dict, task=Non
         tokenizer = Tokenizer.load(Path(float32_folder) / "tokenizer.json")
         windows = variants.validation_windows(prov, tokenizer, config["architecture"]["context_length"])
     figures = {}
-    for name, path in (("float32", float32_folder), ("int8", int8_folder)):
+    for name, path in (("float32", float32_folder), (weights, folder)):
         figures[name] = variants.measure(path, windows)
         if task:
             figures[name].update(task_metric(path, task, eval_file, max_examples))
-    keep, decision = decide(figures["float32"], figures["int8"])
-    return {"weights": "int8" if keep else "float32", "decision": decision, "figures": figures,
-            "greedy_agreement": greedy_agreement(float32_folder, int8_folder, _prompts(windows, task, eval_file,
-                                                                                       float32_folder)),
+    keep, decision = decide(figures["float32"], figures[weights], weights)
+    return {"weights": weights if keep else "float32", "decision": decision, "scheme": blockwise.scheme(weights),
+            "figures": figures,
+            "greedy_agreement": greedy_agreement(float32_folder, folder, _prompts(windows, task, eval_file,
+                                                                                  float32_folder)),
             "limits": {"perplexity_change": MAX_PERPLEXITY_CHANGE, "task_metric_points": MAX_TASK_METRIC_DROP}}
 
 

@@ -1,8 +1,9 @@
-"""Smaller model.onnx variants (int8 weights, float16 weights) and how they compare with float32.
+"""Smaller model.onnx variants (int8, int4 and float16 weights) and how they compare with float32.
 
-int8 is onnxruntime's dynamic quantization (int8 weights, activations quantized on the fly);
-float16 stores weights in half precision and keeps float32 inputs and outputs, so the runtime and
-onnxruntime-genai feed the same tensors whatever the variant. Each variant is measured against the
+int8 and int4 are block-wise weights (blockwise.py: onnxruntime's MatMulNBits, blocks of 32, and
+embedding tables looked up with standard operators), whose results for a row do not depend on
+the other rows of a call; float16 stores weights in half precision and keeps float32 inputs and
+outputs, so the runtime and onnxruntime-genai feed the same tensors whatever the variant. Each variant is measured against the
 float32 model on held-out text: file size, perplexity (edgellm.scoring, the runtime's own) and
 decode tokens/s.
 """
@@ -14,26 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("float32", "int8", "float16")
+VARIANTS = ("float32", "int8", "int4", "float16")
 
 
 def make_variant(float32_path: Path, out_path: Path, variant: str) -> None:
     """Write `variant` of the float32 ONNX model at `float32_path` to `out_path`."""
     if variant == "float32":
         shutil.copy(float32_path, out_path)
-    elif variant == "int8":
-        import logging
+    elif variant in ("int8", "int4"):
+        from edgellm.export import blockwise
 
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        logging.getLogger().setLevel(logging.ERROR)  # quiet its advice to pre-process first
-        # ONNX shape inference stops at GroupQueryAttention (a com.microsoft op): the tensors
-        # after it are float32, which the quantizer is told here
-        quantize_dynamic(str(float32_path), str(out_path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        _drop_float_copies(out_path)
+        blockwise.quantize(float32_path, out_path, variant)
     elif variant == "float16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -42,27 +34,6 @@ def make_variant(float32_path: Path, out_path: Path, variant: str) -> None:
         onnx.save(model, str(out_path))
     else:
         raise ValueError(f"Unknown model variant. Received: {variant!r}. Choose one of {VARIANTS}.")
-
-
-def _drop_float_copies(path: Path) -> None:
-    """Keep only the int8 copy of a weight that quantization left in float for another consumer.
-
-    A tied embedding feeds both the output MatMul (quantized) and the input Gather, so the
-    quantizer keeps a float copy too. That copy becomes DequantizeLinear of the int8 one, which
-    onnxruntime folds at load: the file holds the weight once, in int8.
-    """
-    import onnx
-
-    model = onnx.load(str(path))
-    names = {i.name: i for i in model.graph.initializer}
-    for name, init in list(names.items()):
-        parts = [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"]
-        if init.data_type != onnx.TensorProto.FLOAT or not all(p in names for p in parts):
-            continue
-        model.graph.initializer.remove(init)
-        model.graph.node.insert(0, onnx.helper.make_node("DequantizeLinear", parts, [name],
-                                                         name=f"{name}/dequantize_shared"))
-    onnx.save(model, str(path))
 
 
 def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: int = 512) -> np.ndarray | None:

@@ -47,3 +47,21 @@ def tiny_concat_folder(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny-concat"
     export(tiny_checkpoint, out, weights="float32", kv_cache="concat")
     return out
+
+
+@pytest.fixture(scope="session", params=["int8", "int4"])
+def tiny_blockwise_folder(request, tiny_folder, tmp_path_factory) -> Path:
+    """The tiny float32 folder with block-wise int8 or int4 weights (as export makes them, without
+    the quality gate: these tests are about the arithmetic, not the quality)."""
+    import json
+    import shutil
+
+    from edgellm.export import variants
+
+    out = tmp_path_factory.mktemp("models") / f"tiny-{request.param}"
+    shutil.copytree(tiny_folder, out)
+    variants.make_variant(tiny_folder / "model.onnx", out / "model.onnx", request.param)
+    document = json.loads((out / "config.json").read_text())
+    document["edgellm"]["onnx"]["weights"] = request.param
+    (out / "config.json").write_text(json.dumps(document, indent=2))
+    return out

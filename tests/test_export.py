@@ -90,7 +90,7 @@ def test_an_unknown_attention_graph_is_refused_by_the_rewrite():
         attention.rewrite(helper.make_model(graph), num_layers=1, num_heads=2, kv_heads=2, head_dim=4)
 
 
-@pytest.mark.parametrize("weights", ["int8", "float16"])
+@pytest.mark.parametrize("weights", ["int8", "int4", "float16"])
 def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path, weights):
     from edgellm.export.onnx_export import export
 
@@ -101,10 +101,15 @@ def test_smaller_variants_are_measured_against_float32(tiny_checkpoint, tmp_path
     assert set(figures) == {"float32", weights}
     assert figures[weights]["file_bytes"] < figures["float32"]["file_bytes"]
     change = figures[weights]["val_perplexity"] / figures["float32"]["val_perplexity"] - 1
-    if weights == "int8":  # kept only within +0.5% perplexity, else float32 with the reason
+    if weights != "float16":  # kept only within +0.5% perplexity, else float32 with the reason
         quantization = provenance["quantization"]
-        assert config["onnx"]["weights"] == quantization["weights"] == ("int8" if change <= 0.005 else "float32")
+        assert config["onnx"]["weights"] == quantization["weights"] == (weights if change <= 0.005 else "float32")
         assert quantization["greedy_agreement"]["prompts"] >= 4
+        if quantization["weights"] == weights:  # every MatMul block-wise
+            import onnx
+
+            operators = {n.op_type for n in onnx.load(tmp_path / weights / "model.onnx").graph.node}
+            assert "MatMulNBits" in operators and "MatMul" not in operators
         assert quantization["decision"] in (tmp_path / weights / "README.md").read_text()
     else:
         assert config["onnx"]["weights"] == weights and change <= 0.03

@@ -36,9 +36,10 @@ def main():
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--opset", default=17, type=click.IntRange(17, 18),  # export/onnx_export.py's OPSETS
               help="ONNX opset to convert to.")
-@click.option("--quantize", type=click.Choice(["int8", "none"]),
-              help="int8 (the default): onnxruntime dynamic quantization, kept where held-out perplexity "
-                   "rises by at most 0.5% (else float32, saying why). none: float32 weights.")
+@click.option("--quantize", type=click.Choice(["int8", "int4", "none"]),
+              help="int8 (the default) or int4: block-wise weights (onnxruntime's MatMulNBits, blocks of 32), "
+                   "kept where held-out perplexity rises by at most 0.5% (else float32, saying why). "
+                   "none: float32 weights.")
 @click.option("--fp16", is_flag=True, help="Ship float16 weights (inputs and outputs stay float32).")
 @click.option("--kv-cache", type=click.Choice(KV_CACHES), default="in_place", show_default=True,
               help="in_place: attention as onnxruntime's GroupQueryAttention, which updates one preallocated "
@@ -53,14 +54,14 @@ def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
 
     The float32 ONNX model (with KV cache) is checked against the Keras model before anything
     is written: at batch sizes 1 and 3 (left-padded), greedy tokens must be identical for 32 new
-    tokens and logits within 1e-4. Then model.onnx gets int8 weights if they measure as good as
-    float32 (--quantize none: float32; --fp16: float16), and the model card compares size,
+    tokens and logits within 1e-4. Then model.onnx gets block-wise int8 weights if they measure as good as
+    float32 (--quantize int4: int4; none: float32; --fp16: float16), and the model card compares size,
     perplexity, greedy agreement and speed with float32. The folder
     appears only when complete. Needs the train extra.
     """
     if quantize and fp16:
         raise click.UsageError(f"Choose one of --quantize {quantize} and --fp16.")
-    weights = "float16" if fp16 else {"none": "float32"}.get(quantize, "int8")
+    weights = "float16" if fp16 else {"none": "float32", None: "int8"}.get(quantize, quantize)
     from edgellm.export.onnx_export import export as run_export
 
     provenance = run_export(checkpoint, out_dir, opset=opset, weights=weights, force=force, kv_cache=kv_cache,
@@ -81,19 +82,22 @@ def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
               help="A task model: compare chrF (translation) or exact match (qa) on --eval-file.")
 @click.option("--eval-file", type=click.Path(exists=True, dir_okay=False), help="The task's prompt/completion file.")
 @click.option("--max-examples", type=click.IntRange(min=1), help="Evaluate only the first N examples.")
+@click.option("--weights", type=click.Choice(["int8", "int4"]), default="int8", show_default=True,
+              help="Block-wise weights (onnxruntime's MatMulNBits, blocks of 32): 8 or 4 bits.")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
-def quantize(folder, out_dir, task, eval_file, max_examples, force):
-    """Write OUT_DIR: the float32 model FOLDER with int8 weights, if they measure as good.
+def quantize(folder, out_dir, task, eval_file, max_examples, weights, force):
+    """Write OUT_DIR: the float32 model FOLDER with int8 (or int4) weights, if they measure as good.
 
-    The int8 model.onnx comes from FOLDER's float32 one by the quantizer `edgellm export` runs. A
-    text model keeps int8 where held-out perplexity (its training files' validation split) rises
+    The quantized model.onnx comes from FOLDER's float32 one by the quantizer `edgellm export` runs. A
+    text model keeps them where held-out perplexity (its training files' validation split) rises
     by at most 0.5%, a task model where its metric on --eval-file drops by at most 0.5 points;
     otherwise OUT_DIR keeps float32 and the decision says why. Greedy agreement and the figures
     go into config.json and the model card. Needs onnx (train extra).
     """
     from edgellm.export.quantize import quantize_folder
 
-    result = quantize_folder(folder, out_dir, task=task, eval_file=eval_file, max_examples=max_examples, force=force)
+    result = quantize_folder(folder, out_dir, task=task, eval_file=eval_file, max_examples=max_examples, force=force,
+                             weights=weights)
     click.echo(result["decision"], err=True)
     click.echo(out_dir)
 
