@@ -60,6 +60,17 @@ def test_prompt_from_stdin(tiny_folder):
     assert out.exit_code == 0 and out.stdout.startswith("ROMEO:")
 
 
+def test_a_prompt_too_long_prints_nothing_and_names_the_option(tiny_folder):
+    long = "To be, or not to be, that is the question. " * 20  # over the tiny model's 64 tokens
+    for args in ([], ["--num-return-sequences", 2, "-t", 1]):
+        out = run("generate", long, "-m", tiny_folder, *args)
+        assert out.exit_code == 1 and out.stdout == "", out.stdout[:80]
+        assert "Received: --truncate error" in out.stderr and "pass --truncate left" in out.stderr
+        assert "truncate='left'" not in out.stderr and "Traceback" not in out.output
+    out = run("generate", long, "-m", tiny_folder, "--truncate", "left", "-n", 4)
+    assert out.exit_code == 0 and out.stdout.startswith(long)
+
+
 @pytest.mark.parametrize("args, message", [
     (["generate", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]. Received: top_p=1.5"),
     (["generate", "hi", "-t", "-1"], "temperature must be >= 0"),

@@ -66,9 +66,10 @@ def generate(prompt, model, providers, threads, timings, **options):
     echoed = "" if generator.task_template else prompt
     try:
         if config.num_return_sequences == 1 and config.num_beams == 1:
+            prompt_ids = generator.encode_prompt(prompt, config)  # a prompt too long is refused before printing
             click.echo(echoed, nl=False)
             figures: dict = {}
-            for piece in generator.stream(prompt, config, timings=figures, constraint=constraint):
+            for piece in generator.text_steps(prompt_ids, config, timings=figures, constraint=constraint):
                 click.echo(piece, nl=False)
             click.echo()
         else:
