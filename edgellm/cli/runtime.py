@@ -224,5 +224,11 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
+    read = metrics.get("examples_read", metrics.get("examples"))
     for key, value in metrics.items():
-        click.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        if key == "examples_read":
+            continue
+        line = f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}"
+        if key == "examples" and read != value:
+            line += f" (distinct prompts of the {read} read: a repeated prompt is scored once, against all its completions)"
+        click.echo(line)
