@@ -7,16 +7,20 @@ In README.md and docs/*.md:
 - a line `-> [ids] (edgellm's ids)` under a `node onnxruntime_web.mjs '{...}'` call is the
   runtime's greedy ids for that call's case.
 A page that shows an output in another form is not checked: write it in one of these.
+And docs/server.md's client snippets run against the folder its first `edgellm serve` serves.
 """
 
 import ast
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 import edgellm
+from edgellm import model_folder
+from serving import running
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -89,3 +93,17 @@ def test_greedy_ids_shown_for_onnxruntime_web_are_the_runtimes():
             (case,) = request["cases"]
             config = model.settings(temperature=0, max_new_tokens=case["new_tokens"], stop_token_ids=(case["eos"],))
             assert list(model.token_stream(case["prompt_ids"], config)) == shown, page.name
+
+
+def test_the_server_pages_snippets_run_against_the_folder_it_serves(tmp_path):
+    pytest.importorskip("llguidance")  # the structured output snippet
+    text = (REPO / "docs" / "server.md").read_text(encoding="utf-8")
+    served = re.search(r"^edgellm serve (\S+)", text, re.M).group(1)
+    folder = tmp_path / Path(served).name  # the model id clients name is the folder's name
+    shutil.copytree(model_folder.resolve("shakespeare"), folder)
+    blocks = PYTHON.findall(text)
+    assert len(blocks) >= 2 and all("http://127.0.0.1:8000" in b or "client." in b for b in blocks)
+    with running(edgellm.load(folder)) as url:
+        namespace: dict = {}
+        for block in blocks:
+            exec(compile(block.replace("http://127.0.0.1:8000", url), "server.md", "exec"), namespace)
