@@ -133,6 +133,8 @@ def test_chat_keeps_history_and_ends_on_end_of_input(tiny_folder):
     out = run("chat", "-m", tiny_folder, "-n", 6, "--seed", 0, input="Good morrow.\nWhat news?\n")
     assert out.exit_code == 0, out.output
     assert out.stderr.count("Model: ") == 2 and "Traceback" not in out.output
+    # input that is not typed is echoed after the prompt: the transcript shows what was said
+    assert "User: Good morrow.\nModel: " in out.stderr and "User: What news?\nModel: " in out.stderr
 
 
 def test_chat_history_fits_the_context(tiny_folder):

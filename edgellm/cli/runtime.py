@@ -102,12 +102,15 @@ def chat(model, providers, threads, user, bot, system, **options):
     settings = settings_from_options(options)
     conversation = Chat(_load(model, providers, threads), user=user, bot=bot, system=system, **settings)
     click.echo(f"chatting with {model} as {user}; Ctrl-D or Ctrl-C ends", err=True)
+    typed = sys.stdin.isatty()  # piped or redirected input is echoed, so the transcript reads right
     try:
         while True:
             click.echo(f"{user}: ", nl=False, err=True)
             line = sys.stdin.readline()
             if not line:  # Ctrl-D
                 break
+            if not typed:
+                click.echo(line.rstrip("\n"), err=True)
             if not line.strip():
                 continue
             click.echo(f"{bot}: ", nl=False, err=True)
