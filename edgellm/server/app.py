@@ -78,7 +78,7 @@ class Server:
 
     async def _complete(self, request: Request, chat: bool) -> Response:
         body = await self._read_json(request)
-        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.chat_template) if chat \
+        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.render_chat) if chat \
             else api.parse_completion(body)
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
@@ -269,6 +269,8 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
         queue_size: requests waiting for a turn; more get 429.
         max_body_bytes: larger request bodies get 413.
     """
+    if not generator.task_template:  # a chat template that fails on any conversation refuses to start
+        generator.folder.render_chat([{"role": "user", "content": "Hello"}])
     workers = Workers(generator, max_concurrency, queue_size)
     server = Server(generator, model_id or generator.folder.path.name, workers, max_body_bytes)
 
