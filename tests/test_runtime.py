@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import edgellm
+from edgellm.chat import Chat
 from edgellm.generator import load
 from tolerance import assert_float32_close, float32_atol, logit_scale
 
@@ -170,8 +171,13 @@ def test_beam_search(model):
     together = model.generate(["O", "ROMEO:"], num_beams=4, length_penalty=0.0, max_new_tokens=10,
                               stop_token_ids=())
     assert together[1].token_ids == beams[0].token_ids
-    with pytest.raises(ValueError, match="Streaming generates one sequence"):
-        list(model.stream("ROMEO:", num_beams=2))
+    for settings in (dict(num_beams=2), dict(num_return_sequences=2, temperature=1.0)):  # refused, never dropped
+        with pytest.raises(ValueError, match="Streaming generates one sequence"):
+            list(model.stream("ROMEO:", **settings))
+        with pytest.raises(ValueError, match="Streaming generates one sequence"):
+            list(model.text_steps(ids, model.settings(**settings)))
+        with pytest.raises(ValueError, match="A chat reply is one sampled or greedy sequence"):
+            Chat(model, **settings)
 
 
 def test_in_place_and_concat_caches_give_the_same_tokens(tiny_folder, tiny_concat_folder):
@@ -279,7 +285,7 @@ def test_bad_arguments_are_explained(model):
         (lambda: model.generate(""), "The prompt is empty"),
         (lambda: model.generate([]), "No prompts given"),
         (lambda: model.generate("hi", top_p=1.5), r"top_p must be in \(0, 1\]. Received: top_p=1.5"),
-        (lambda: model.generate("hi", temperature=-1), "temperature must be >= 0"),
+        (lambda: model.generate("hi", temperature=-1), r"temperature must be 0 \(greedy\) or at least 1e-06"),
         (lambda: model.generate("hi", max_new_tokens=0), "max_new_tokens must be at least 1"),
         (lambda: model.generate("hi", stop_token_ids=[100000]), "below the vocabulary size 384"),
         (lambda: model.generate("hi", topk=3), "Unknown generation setting 'topk'"),

@@ -73,7 +73,9 @@ def test_a_prompt_too_long_prints_nothing_and_names_the_option(tiny_folder):
 
 @pytest.mark.parametrize("args, message", [
     (["generate", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]. Received: top_p=1.5"),
-    (["generate", "hi", "-t", "-1"], "temperature must be >= 0"),
+    (["generate", "hi", "-t", "-1"], "temperature must be 0 (greedy) or at least 1e-06"),
+    (["generate", "hi", "-t", "1e-320"], "temperature must be 0 (greedy) or at least 1e-06"),
+    (["chat", "--num-return-sequences", "2", "-t", "1"], "A chat reply is one sampled or greedy sequence"),
     (["generate", "hi", "-n", "0"], "max_new_tokens must be at least 1"),
     (["generate", ""], "The prompt is empty"),
     (["generate", "hi", "--logit-bias", "5"], "must be ID=VALUE"),

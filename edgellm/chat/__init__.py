@@ -42,6 +42,9 @@ class Chat:
         self.task = model.task_template
         stops = tuple(settings.pop("stop_strings", ())) + (() if self.task else ("\n\n", f"\n{user}:"))
         self.config = model.settings(stop_strings=stops, **settings)
+        if self.config.num_return_sequences > 1 or self.config.num_beams > 1:
+            raise ValueError("A chat reply is one sampled or greedy sequence. Received: num_return_sequences="
+                             f"{self.config.num_return_sequences}, num_beams={self.config.num_beams}. Leave both at 1.")
         self.turns: list[tuple[str, str]] = []  # (user message, reply)
         if not self.task:  # a chat template that fails on any conversation fails here, before a turn
             self._render([], "Hello")

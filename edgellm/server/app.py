@@ -185,7 +185,7 @@ class Server:
         too_large = api.RequestError(f"The request body is larger than {self.max_body_bytes} bytes. "
                                      "Send a shorter prompt.", None, "request_too_large", 413)
         length = request.headers.get("content-length", "0")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # "²" is a digit to isdigit, not to int
             raise api.RequestError(f"Bad Content-Length header. Received: {length!r}")
         if int(length) > self.max_body_bytes:
             raise too_large

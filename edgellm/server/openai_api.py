@@ -243,7 +243,7 @@ def _parse_bias(bias) -> dict[int, float]:
     if bias is None:
         return {}
     good = isinstance(bias, dict) and all(
-        isinstance(k, str) and k.isdigit() and not isinstance(v, bool) and isinstance(v, (int, float))
+        isinstance(k, str) and k.isascii() and k.isdigit() and not isinstance(v, bool) and isinstance(v, (int, float))
         and -BIAS_RANGE <= v <= BIAS_RANGE for k, v in bias.items())
     if not good:
         raise RequestError(f"logit_bias must map token ids (as strings) to numbers in [-{BIAS_RANGE}, {BIAS_RANGE}]. "
