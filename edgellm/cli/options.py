@@ -155,8 +155,8 @@ def constraint_from_options(options: dict):
         try:
             schema = json_file.parse(data, schema)
         except ValueError as error:
-            raise click.BadParameter(f"{error} Give a UTF-8 JSON schema file or the JSON text.", param_hint="--json-schema") \
-                from None
+            raise click.BadParameter(f"{error} Give a UTF-8 JSON schema file or the JSON text.",
+                                     param_hint="--json-schema") from None
     elif not schema.lstrip().startswith(("{", "true", "false")):
         raise click.BadParameter(f"must be a JSON schema file or the schema's JSON text. Received: {schema!r} "
                                  "(no such file)", param_hint="--json-schema")

@@ -233,5 +233,6 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             continue
         line = f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}"
         if key == "examples" and read != value:
-            line += f" (distinct prompts of the {read} read: a repeated prompt is scored once, against all its completions)"
+            line += (f" (distinct prompts of the {read} read: a repeated prompt is scored once, against all "
+                     "its completions)")
         click.echo(line)
