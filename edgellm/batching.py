@@ -23,11 +23,17 @@ import numpy as np
 
 
 class PromptTooLong(ValueError):
-    """A prompt that leaves no room in the context for a new token (truncate="error")."""
+    """A prompt that leaves no room in the context for a new token (truncate="error"). Its
+    message names the library's argument; `explain` lets the CLI name its option instead."""
 
-    def __init__(self, message: str, tokens: int, context: int):
-        super().__init__(message)
+    def __init__(self, tokens: int, context: int):
         self.tokens, self.context = tokens, context
+        super().__init__(self.explain("truncate='error'", "truncate='left'"))
+
+    def explain(self, received: str, remedy: str) -> str:
+        return (f"The prompt is {self.tokens} tokens but the model's context is {self.context} tokens (room for "
+                f"one new token at least). Received: {received}. Shorten the prompt or pass {remedy} to drop "
+                "its start.")
 
 
 @dataclass
@@ -63,7 +69,5 @@ def fit_context(prompt: list[int], context: int, max_new_tokens: int, policy: st
         keep = context - min(max_new_tokens, context // 2)
         return prompt[-keep:] if len(prompt) > keep else prompt
     if len(prompt) >= context:
-        raise PromptTooLong(f"The prompt is {len(prompt)} tokens but the model's context is {context} tokens "
-                         "(room for one new token at least). Received: truncate='error'. Shorten the prompt "
-                         "or pass truncate='left' to drop its start.", len(prompt), context)
+        raise PromptTooLong(len(prompt), context)
     return prompt

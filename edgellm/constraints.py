@@ -26,12 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgellm import json_file
+
 KINDS = ("regex", "json_schema", "json", "lark")
 EXTRA = "structured"
 # JSON is written the way json.dumps writes it: ", " and ": ", no other whitespace. With
 # llguidance's default (any whitespace between tokens) a small model can fill max_new_tokens with
 # newlines before the first key; a schema's "x-guidance" key can still choose otherwise.
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# llguidance reads a grammar as JSON with serde_json's limit of 128 levels, the schema inside a few
+# levels of its own (a schema of 123 levels was the deepest that compiled)
+MAX_SCHEMA_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -66,16 +71,33 @@ def regex(pattern: str) -> Constraint:
 
 
 def json_schema(schema) -> Constraint:
-    """The generated text is a JSON document valid under `schema` (a dict or its JSON text).
-    Example: `json_schema({"type": "object", "properties": {"name": {"type": "string"}}})`."""
-    if isinstance(schema, str):
-        try:
-            schema = json_module.loads(schema)
+    """The generated text is a JSON document valid under `schema` (a dict, or its JSON text as a
+    string or UTF-8 bytes). Example: `json_schema({"type": "object", "properties": {"name": {"type": "string"}}})`."""
+    if isinstance(schema, (str, bytes)):
+        try:  # the one JSON reader: not UTF-8, not JSON, or nested too deeply, each named
+            schema = json_file.parse(schema, "json_schema")
         except ValueError as error:
-            raise ValueError(f"json_schema is not valid JSON ({error}). Received: {_short(schema)}") from None
+            raise ValueError(f"{error} Received: {_short(schema)}") from None
+    depth = _depth(schema)  # first: printing a value nested deeper than Python's recursion limit fails
+    if depth > MAX_SCHEMA_DEPTH:
+        raise ValueError(f"json_schema is nested {depth} levels deep; constrained decoding reads at most "
+                         f"{MAX_SCHEMA_DEPTH} levels of objects and lists. Received: a schema {depth} levels deep. "
+                         "Flatten it ($defs and $ref name repeated parts).")
     if not isinstance(schema, (dict, bool)):
         raise ValueError(f"json_schema must be a JSON object. Received: {_short(schema)}")
     return Constraint("json_schema", json_module.dumps(schema))
+
+
+def _depth(value) -> int:
+    """Levels of objects and lists (iteratively: a value nested deeper than Python's recursion
+    limit is measured too)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((item, level + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def json() -> Constraint:
@@ -113,16 +135,20 @@ class Grammar:
         llg = _llguidance()
         self.constraint = constraint
         source = constraint.source
-        if constraint.kind == "regex":
-            grammar = llg.LLMatcher.grammar_from_regex(source)
-        elif constraint.kind == "lark":
-            grammar = llg.LLMatcher.grammar_from_lark(source)
-        else:
-            grammar = llg.LLMatcher.grammar_from_json_schema('{"type": "object"}' if constraint.kind == "json"
-                                                             else source, defaults=JSON_LAYOUT)
-        self._start = llg.LLMatcher(tokenizer, grammar, log_level=0)
-        if self._start.is_error():
-            raise ValueError(f"The {constraint.kind} constraint cannot be compiled: {_first_line(self._start.get_error())}"
+        try:
+            if constraint.kind == "regex":
+                grammar = llg.LLMatcher.grammar_from_regex(source)
+            elif constraint.kind == "lark":
+                grammar = llg.LLMatcher.grammar_from_lark(source)
+            else:
+                grammar = llg.LLMatcher.grammar_from_json_schema('{"type": "object"}' if constraint.kind == "json"
+                                                                 else source, defaults=JSON_LAYOUT)
+            self._start = llg.LLMatcher(tokenizer, grammar, log_level=0)
+            error = self._start.get_error() if self._start.is_error() else None
+        except ValueError as raised:  # llguidance's own parser refusing the grammar
+            error = str(raised)
+        if error:
+            raise ValueError(f"The {constraint.kind} constraint cannot be compiled: {_first_line(error)}"
                              f". Received: {_short(source)}")
         self._lock = threading.Lock()  # the start matcher is shared by the server's worker threads
         probe = self._start.deep_copy()  # a grammar no text can match errs on its first mask

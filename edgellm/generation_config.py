@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 
 TRUNCATE_POLICIES = ("error", "left")
 MAX_SEQUENCES = 256  # num_beams and num_return_sequences: each is a row of the batch, with its own cache
+# float32 logits divided by a setting stay finite when it is at least this (3.4e38 * 1e-6 is far
+# above any logit); a positive temperature below it is greedy in effect anyway
+MIN_DIVISOR = 1e-6
+MAX_LENGTH_PENALTY = 10.0  # a beam's score is divided by length ** length_penalty: finite, not 0
 
 
 def _setting(default, help_text: str, **kwargs):
@@ -99,12 +103,16 @@ class GenerationConfig:
             ("max_new_tokens", self.max_new_tokens >= 1, "must be at least 1"),
             ("min_new_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens,
              f"must be in [0, max_new_tokens={self.max_new_tokens}]"),
-            ("temperature", self.temperature >= 0, "must be >= 0 (0 is greedy)"),
+            ("temperature", self.temperature == 0 or self.temperature >= MIN_DIVISOR,
+             f"must be 0 (greedy) or at least {MIN_DIVISOR:g} (the logits are divided by it)"),
             ("top_k", self.top_k >= 0, "must be >= 0 (0 = off)"),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("min_p", 0 <= self.min_p < 1, "must be in [0, 1)"),
             ("typical_p", 0 < self.typical_p <= 1, "must be in (0, 1]"),
-            ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1 = off)"),
+            ("repetition_penalty", MIN_DIVISOR <= self.repetition_penalty <= 1 / MIN_DIVISOR,
+             f"must be in [{MIN_DIVISOR:g}, {1 / MIN_DIVISOR:g}] (1 = off; logits are divided or multiplied by it)"),
+            ("length_penalty", -MAX_LENGTH_PENALTY <= self.length_penalty <= MAX_LENGTH_PENALTY,
+             f"must be in [-{MAX_LENGTH_PENALTY}, {MAX_LENGTH_PENALTY}] (a length's exponent)"),
             ("presence_penalty", -2 <= self.presence_penalty <= 2, "must be in [-2, 2]"),
             ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "must be in [-2, 2]"),
             ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "must be >= 0 (0 = off)"),

@@ -70,6 +70,13 @@ class ModelFolder:
     chat_template: str  # tokenizer_config.json's Jinja template (format 1: the one format 2 writes)
     format_version: int = FORMAT_VERSION
 
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, **variables) -> str:
+        """`messages` rendered by the folder's chat template; a TemplateError names the file."""
+        from edgellm.chat import template as chat_template
+
+        return chat_template.render(self.chat_template, messages, add_generation_prompt,
+                                    where=str(self.path / TOKENIZER_CONFIG_FILE), **variables)
+
     @property
     def kv_cache(self) -> str:
         """How model.onnx caches keys and values: "in_place" or "concat" (see session.py)."""

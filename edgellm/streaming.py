@@ -79,6 +79,7 @@ class Streaming:
         """The text of one sequence, one piece per generated token ("" while text is held back:
         an incomplete UTF-8 character, or what may be the start of a stop string), then what was
         held at the end. Returns the finished `Row` (its ids and finish_reason)."""
+        config, _ = self._one_sequence(prompt_ids, config)  # one sequence: several or beams are refused
         steps = self.row_steps(prompt_ids, config, constraint, timings=timings)
         try:
             while True:

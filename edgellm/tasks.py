@@ -118,15 +118,15 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
     Args:
         model: a loaded `Generator` whose tokenizer has the task tokens.
         examples: objects with `.prompt` and `.completion`.
-        task: "translation" (chrF, BLEU), "qa" (exact match) or "summarization" (ROUGE-1,
-            ROUGE-2, ROUGE-L, chrF; all on a 0-100 scale like sacrebleu's).
+        task: "translation" (chrF, BLEU), "qa" (exact match, in percent) or "summarization"
+            (ROUGE-1, ROUGE-2, ROUGE-L, chrF); all on a 0-100 scale like sacrebleu's.
         progress: an optional callable called once per prompt done.
         **settings: generation settings (e.g. num_beams=4); greedy unless told.
 
     Example:
         >>> pairs = [Example("English: I like cats.\\nFrench:", "J'aime les chats.")]
         >>> sorted(evaluate(edgellm.load("en-fr"), pairs, "translation"))
-        ['bleu', 'chrf', 'examples', 'task', 'too_long']
+        ['bleu', 'chrf', 'examples', 'examples_read', 'task', 'too_long']
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}. Received: task={task!r}")
@@ -143,17 +143,20 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
         if progress is not None:
             progress()
     refs = list(references.values())
+    # examples: the distinct prompts scored; examples_read: the pairs read (a repeated prompt is
+    # scored once, against each of its completions)
+    counts = {"task": task, "examples": len(refs), "examples_read": len(examples)}
     if task == "qa":
         correct = sum(h in r for h, r in zip(hypotheses, refs))
-        return {"task": task, "examples": len(refs), "exact_match": correct / len(refs), "too_long": too_long}
+        return {**counts, "exact_match": 100 * correct / len(refs), "too_long": too_long}
     sacrebleu = _metrics_library("sacrebleu", task)
     width = max(len(r) for r in refs)
     # sacrebleu takes one stream per reference position; missing references are None
     streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
     chrf = sacrebleu.corpus_chrf(hypotheses, streams).score
     if task == "summarization":
-        return {"task": task, "examples": len(refs), **rouge(hypotheses, refs), "chrf": chrf, "too_long": too_long}
-    return {"task": task, "examples": len(refs), "chrf": chrf,
+        return {**counts, **rouge(hypotheses, refs), "chrf": chrf, "too_long": too_long}
+    return {**counts, "chrf": chrf,
             "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score, "too_long": too_long}
 
 

@@ -72,7 +72,7 @@ def task_metric(folder: Path, task: str, eval_file: str, max_examples: int | Non
         raise ValueError(f"task must be one of {tuple(TASK_METRICS)}. Received: task={task!r}")
     metrics = evaluate(Generator(folder, providers=["CPUExecutionProvider"]), eval_file, task,
                        max_examples=max_examples)
-    value = metrics[TASK_METRICS[task]] * (100 if task == "qa" else 1)
+    value = metrics[TASK_METRICS[task]]
     return {"task_metric_name": TASK_METRICS[task], "task_metric": value, "task_metrics": metrics}
 
 

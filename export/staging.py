@@ -79,7 +79,7 @@ def remove_leftovers(out_dir: Path) -> list[Path]:
         if not path.name.startswith(_prefix(out_dir)):
             continue
         pid = path.name[len(_prefix(out_dir)):].split("-")[0]
-        if path.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        if path.is_dir() and pid.isascii() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -164,3 +164,24 @@ def test_a_damaged_checkpoint_is_named(tiny_checkpoint, tmp_path, name, content,
         error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
         assert len(error) == 1 and __import__("re").search(message, error[0]), result.output
     assert not (tmp_path / "out").exists() and digest(damaged) == before
+
+
+def test_digits_are_ascii_digits_wherever_text_becomes_a_number(tmp_path):
+    """"²" and "٣" are digits to str.isdigit but not (or not plainly) to int(): every place that
+    parses a number from text accepts ASCII digits only."""
+    import re
+
+    from edgellm.export import staging
+    from edgellm.training import cluster
+
+    repo = Path(__file__).resolve().parent.parent
+    for path in [*(repo / "edgellm").rglob("*.py"), *(repo / "export").rglob("*.py"), *(repo / "training").rglob("*.py")]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for match in re.finditer(r"(\w+)\.isdigit\(\)", line):
+                assert f"{match.group(1)}.isascii() and" in line, f"{path.name}: {line.strip()}"
+    odd = tmp_path / ".m.export-²-1"  # an export's leftover folder, its process id not a number
+    odd.mkdir()
+    assert staging.remove_leftovers(tmp_path / "m") == [] and odd.is_dir()
+    config = {"cluster": {"worker": ["localhost:²"]}, "task": {"type": "worker", "index": 0}}
+    with pytest.raises(ValueError, match="not \"host:port\" with a port in 1..65535"):
+        cluster.from_environment({"TF_CONFIG": json.dumps(config)})

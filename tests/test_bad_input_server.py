@@ -56,3 +56,31 @@ def test_bodies_that_are_not_requests_get_a_400(server, content):
     response = httpx.post(server + "/v1/completions", content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     assert_answered(response)
+
+
+def _nested_schema(levels: int) -> dict:
+    schema = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize("field, value, param", [
+    ("logit_bias", {"²": 1}, "logit_bias"),  # a digit to str.isdigit, not to int
+    ("logit_bias", {"٣": 1}, "logit_bias"),
+    ("temperature", 1e-320, "temperature"),  # subnormal: the logits would overflow
+    ("frequency_penalty", 5e-324, None),  # a tiny value a penalty takes as it is
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "deep", "schema": _nested_schema(200)}},
+     "response_format"),
+])
+def test_values_a_library_would_misread_get_a_400_naming_the_field(server, field, value, param):
+    if field == "response_format":
+        pytest.importorskip("llguidance")
+    response = httpx.post(server + "/v1/completions", json={"prompt": "hi", "max_tokens": 2, field: value})
+    assert_answered(response)
+    if param is None:
+        assert response.status_code == 200, response.text
+        return
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param, error
+    assert "Received" in error["message"] and "zero-size" not in error["message"] and "invalid literal" not in error["message"]

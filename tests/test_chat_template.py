@@ -92,3 +92,115 @@ def test_typed_special_tokens_stay_text_template_ones_are_special():
     assert ids == tokenizer.encode("English: Go.\nFrench:") + [completion] + tokenizer.encode(" Va !") + [end]
     with pytest.raises(ValueError, match="changes the messages' contents"):
         chat_template.encode(tokenizer, "{{ messages[0]['content'] | trim }}", [{"role": "user", "content": " a "}])
+
+
+# ---- hostile templates: jinja2's behaviour where it defines one, else the one error type --------
+
+JINJA2_DEFINED = [
+    "{{ u | length }}", "{{ 'a' in u }}", "{{ u in messages }}", "{{ u == u }}", "{{ u == 1 }}", "{{ u ~ 'a' }}",
+    "{% for x in u %}x{% endfor %}", "{{ u | trim }}", "{{ not u }}", "{{ -true }}", "{{ 'ab'[5] }}",
+    "{{ u + 1 }}", "{{ -u }}", "{{ u.x }}", "{{ u['x'] }}", "{{ messages.x.y }}", "{{ u < 1 }}", "{{ u in 'abc' }}",
+    "{{ -'a' }}", "{{ -none }}", "{{ 5 | length }}", "{{ none | length }}", "{{ 'a' < 1 }}", "{{ 1 in 5 }}",
+    "{% for x in 5 %}{% endfor %}", "{{ 3 - 'a' }}", "{{ 'a' + 1 }}",
+    "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "{% if true %}" * 3000 + "x" + "{% endif %}" * 3000,
+    "{{ " + "-" * 3000 + "1 }}", "{{ " + "not " * 3000 + "u }}",
+]
+
+
+@pytest.mark.parametrize("template", JINJA2_DEFINED, ids=lambda t: t[:40])
+def test_hostile_templates_render_as_jinja2_or_fail_with_one_line(template):
+    variables = dict(messages=[{"role": "user", "content": "hi"}])
+    try:
+        expected = jinja2_render(template, **variables)
+    except Exception:  # jinja2 refuses it (UndefinedError, TypeError, RecursionError...): so does edgellm
+        with pytest.raises(jinja.TemplateError, match="^chat_template: ") as error:
+            jinja.render(template, **variables)
+        assert "\n" not in str(error.value)
+        return
+    assert jinja.render(template, **variables) == expected
+
+
+PIECES = st.sampled_from([
+    "{{", "}}", "{%", "%}", "{#", "#}", "{{-", "-}}", "-", "(", ")", "[", "]", ".", ",", "|", "~", "+", "=", "==",
+    "<", "'a'", '"b"', "'\\n'", "1", "0", "u", "m", "messages", "messages[0]", "loop", "loop.index", "length",
+    "trim", "for", "in", "if", "elif", "else", "endif", "endfor", "set", "not", "and", "or", "is", "defined",
+    "none", "true", "raise_exception('x')", " ", "\n", "text"])
+NESTED = st.tuples(st.integers(0, 1500), st.sampled_from(["(", "-", "not ", "[", "{% if true %}", "{% for m in u %}"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=25).map(" ".join), NESTED, st.lists(message, max_size=3))
+def test_any_template_fails_only_with_a_template_error(pieces, nesting, messages):
+    depth, opener = nesting
+    for template in (pieces, "{{ " + opener * depth + pieces + " }}", opener * depth + pieces):
+        try:
+            ours = chat_template.render(template, messages, where="tokenizer_config.json")
+        except jinja.TemplateError:  # the one error type: any other fails the test
+            continue
+        if depth > 20:
+            continue  # deep nesting: only the error type matters (jinja2 takes seconds to compile it)
+        try:
+            theirs = jinja2_render(template, messages=messages, add_generation_prompt=True)
+        except Exception:
+            continue  # edgellm renders a few things jinja2 refuses (an undefined loop in the subset's forms)
+        assert ours == theirs, template
+
+
+@pytest.mark.parametrize("template, refused", [
+    ("{% for m in messages %}" * 30 + "x" + "{% endfor %}" * 30, "more than 1,000,000 steps"),
+    ("{% set x = 'ab' %}" + "{% for m in messages %}{% set x = x ~ x %}" * 40 + "{{ x }}" + "{% endfor %}" * 40,
+     "longer than 10,000,000"),
+])
+def test_a_template_that_would_run_for_hours_or_fill_memory_is_stopped(template, refused):
+    with pytest.raises(jinja.TemplateError, match=refused):
+        jinja.render(template, messages=[1, 2, 3])
+
+
+def folder_with_template(tiny_folder, tmp_path, template: str):
+    import json
+    import shutil
+
+    folder = tmp_path / "templated"
+    shutil.copytree(tiny_folder, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    return folder
+
+
+@pytest.mark.parametrize("template, reason", [
+    ("{{ -'a' }}", "cannot apply unary - to str"),
+    ("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", "nested too deeply"),
+    ("{{ messages < 1 }}", "not supported between instances of 'list' and 'int' (TypeError)"),
+])
+def test_a_broken_template_is_one_line_naming_the_file_in_chat_and_at_serve(tiny_folder, tmp_path, template, reason):
+    from click.testing import CliRunner
+
+    from edgellm.cli import main
+
+    folder = folder_with_template(tiny_folder, tmp_path, template)
+    for args in (["chat", "-m", str(folder), "-n", "2"], ["serve", str(folder), "--port", "1"]):
+        result = CliRunner().invoke(main, args, input="Hi\n")
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"Error: {folder / 'tokenizer_config.json'}: chat_template: ") and reason in line
+        assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_a_template_failing_on_some_conversations_is_a_400_naming_the_file(tiny_folder, tmp_path):
+    import openai
+
+    import edgellm
+    from serving import running
+
+    template = ("{% if messages | length > 1 %}{{ -'a' }}{% endif %}"
+                "{% for m in messages %}{{ m.content }}{% endfor %}{{ 'Assistant:' }}")
+    folder = folder_with_template(tiny_folder, tmp_path, template)
+    with running(edgellm.load(folder)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        one = [{"role": "user", "content": "Hi"}]
+        assert client.chat.completions.create(model="templated", messages=one, max_tokens=2).choices
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(model="templated", messages=one * 2, max_tokens=2)
+    body = error.value.body
+    assert body["param"] == "messages" and body["message"].startswith(f"{folder / 'tokenizer_config.json'}: chat_template: ")
+    assert "cannot apply unary - to str" in body["message"]

@@ -90,3 +90,9 @@ def test_the_check_sees_a_wrong_option():
     (words, options), = mentions("`edgellm generate --no-such-option`")
     assert words == ("generate",) and options == ["--no-such-option"]
     assert "--no-such-option" not in help_text(words)
+
+
+def test_the_readme_stays_short():
+    """README.md: what it is, the two commands, the pipeline, the shipped models; details in docs/."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md is {len(lines)} lines: move details into docs/"

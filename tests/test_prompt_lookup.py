@@ -17,6 +17,7 @@ from edgellm.generation_config import GenerationConfig
 from edgellm.generator import Generator
 from edgellm.prompt_lookup import find_draft
 from serving import running
+from tolerance import assert_float32_close
 
 PROMPTS = ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak.", "O", "What, ho! the king, the king!"]
 GREEDY = dict(temperature=0.0, stop_token_ids=(), max_new_tokens=28)  # the longest prompt + 28 fit the context
@@ -71,7 +72,7 @@ def test_every_step_gets_the_plain_logits(model, prompts):
         results = recording.generate(prompts, **GREEDY, prompt_lookup_num_tokens=k)
         runs.append(np.stack(recording.seen))  # (steps, rows, vocab)
     assert runs[0].shape == runs[1].shape
-    np.testing.assert_allclose(runs[1], runs[0], atol=2e-4, rtol=0)
+    assert_float32_close(model.config, runs[1], runs[0])
     assert drafted(_list(results))[1] > 0
 
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import edgellm
+from edgellm.chat import Chat
 from edgellm.generator import load
+from tolerance import assert_float32_close, float32_atol, logit_scale
 
 PROMPTS = ["ROMEO:", "First Citizen:\nBefore we proceed any further, hear me speak.", "O", "What, ho!"]
 GREEDY = dict(temperature=0.0, stop_token_ids=(), max_new_tokens=24)
@@ -161,14 +163,21 @@ def test_beam_search(model):
         return float(sum(logp[len(ids) - 1 + i, t] for i, t in enumerate(new)))
 
     for beam in beams:  # with length_penalty 0 the score is the sequence's log-probability
-        assert beam.finish_reason == "length" and math.isclose(beam.score, logprob(beam.token_ids), abs_tol=1e-3)
+        # a sum of len(token_ids) log-probabilities, each computed step by step and here at once
+        atol = len(beam.token_ids) * float32_atol(model.config, 2 * logit_scale(model, ids + beam.token_ids))
+        assert beam.finish_reason == "length" and math.isclose(beam.score, logprob(beam.token_ids), abs_tol=atol)
     greedy = model.generate("ROMEO:", **{**GREEDY, "max_new_tokens": 10}).token_ids
-    assert beams[0].score >= logprob(greedy) - 1e-4
+    assert beams[0].score >= logprob(greedy) - len(greedy) * float32_atol(model.config, 2 * logit_scale(model, ids + greedy))
     together = model.generate(["O", "ROMEO:"], num_beams=4, length_penalty=0.0, max_new_tokens=10,
                               stop_token_ids=())
     assert together[1].token_ids == beams[0].token_ids
-    with pytest.raises(ValueError, match="Streaming generates one sequence"):
-        list(model.stream("ROMEO:", num_beams=2))
+    for settings in (dict(num_beams=2), dict(num_return_sequences=2, temperature=1.0)):  # refused, never dropped
+        with pytest.raises(ValueError, match="Streaming generates one sequence"):
+            list(model.stream("ROMEO:", **settings))
+        with pytest.raises(ValueError, match="Streaming generates one sequence"):
+            list(model.text_steps(ids, model.settings(**settings)))
+        with pytest.raises(ValueError, match="A chat reply is one sampled or greedy sequence"):
+            Chat(model, **settings)
 
 
 def test_in_place_and_concat_caches_give_the_same_tokens(tiny_folder, tiny_concat_folder):
@@ -199,10 +208,10 @@ def test_a_mask_as_wide_as_the_cache_gives_the_logits_of_a_mask_as_wide_as_the_f
     runs = [m.session.new_run(2, width + 6) for m in (wide, growing)]
     logits = [r.start(ids, mask, positions) for r in runs]
     for _ in range(6):
-        assert np.allclose(logits[0], logits[1], atol=1e-5)
+        assert_float32_close(wide.config, logits[1], logits[0])
         tokens = logits[0].argmax(-1)
         logits = [r.advance(tokens).copy() for r in runs]
-    assert np.allclose(logits[0], logits[1], atol=1e-5)
+    assert_float32_close(wide.config, logits[1], logits[0])
 
 
 def test_score_matches_the_model_and_slides_over_long_text(model):
@@ -212,7 +221,8 @@ def test_score_matches_the_model_and_slides_over_long_text(model):
     logits, _ = model.forward(seq, np.ones_like(seq), np.arange(len(ids))[None], model.empty_past(1))
     logp = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))
     result = model.score(text)
-    assert np.allclose(result.logprobs, [logp[i, ids[i + 1]] for i in range(len(ids) - 1)], atol=1e-4)
+    assert_float32_close(model.config, result.logprobs, [logp[i, ids[i + 1]] for i in range(len(ids) - 1)],
+                         scale=2 * np.abs(logits).max())
     assert math.isclose(result.perplexity, math.exp(-np.mean(result.logprobs)))
     long = model.score("Now is the winter of our discontent made glorious summer. " * 30)
     assert len(long.logprobs) == len(long.token_ids) - 1 > 3 * model.config.context_length
@@ -275,7 +285,7 @@ def test_bad_arguments_are_explained(model):
         (lambda: model.generate(""), "The prompt is empty"),
         (lambda: model.generate([]), "No prompts given"),
         (lambda: model.generate("hi", top_p=1.5), r"top_p must be in \(0, 1\]. Received: top_p=1.5"),
-        (lambda: model.generate("hi", temperature=-1), "temperature must be >= 0"),
+        (lambda: model.generate("hi", temperature=-1), r"temperature must be 0 \(greedy\) or at least 1e-06"),
         (lambda: model.generate("hi", max_new_tokens=0), "max_new_tokens must be at least 1"),
         (lambda: model.generate("hi", stop_token_ids=[100000]), "below the vocabulary size 384"),
         (lambda: model.generate("hi", topk=3), "Unknown generation setting 'topk'"),

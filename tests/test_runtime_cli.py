@@ -60,9 +60,22 @@ def test_prompt_from_stdin(tiny_folder):
     assert out.exit_code == 0 and out.stdout.startswith("ROMEO:")
 
 
+def test_a_prompt_too_long_prints_nothing_and_names_the_option(tiny_folder):
+    long = "To be, or not to be, that is the question. " * 20  # over the tiny model's 64 tokens
+    for args in ([], ["--num-return-sequences", 2, "-t", 1]):
+        out = run("generate", long, "-m", tiny_folder, *args)
+        assert out.exit_code == 1 and out.stdout == "", out.stdout[:80]
+        assert "Received: --truncate error" in out.stderr and "pass --truncate left" in out.stderr
+        assert "truncate='left'" not in out.stderr and "Traceback" not in out.output
+    out = run("generate", long, "-m", tiny_folder, "--truncate", "left", "-n", 4)
+    assert out.exit_code == 0 and out.stdout.startswith(long)
+
+
 @pytest.mark.parametrize("args, message", [
     (["generate", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]. Received: top_p=1.5"),
-    (["generate", "hi", "-t", "-1"], "temperature must be >= 0"),
+    (["generate", "hi", "-t", "-1"], "temperature must be 0 (greedy) or at least 1e-06"),
+    (["generate", "hi", "-t", "1e-320"], "temperature must be 0 (greedy) or at least 1e-06"),
+    (["chat", "--num-return-sequences", "2", "-t", "1"], "A chat reply is one sampled or greedy sequence"),
     (["generate", "hi", "-n", "0"], "max_new_tokens must be at least 1"),
     (["generate", ""], "The prompt is empty"),
     (["generate", "hi", "--logit-bias", "5"], "must be ID=VALUE"),
@@ -122,6 +135,8 @@ def test_chat_keeps_history_and_ends_on_end_of_input(tiny_folder):
     out = run("chat", "-m", tiny_folder, "-n", 6, "--seed", 0, input="Good morrow.\nWhat news?\n")
     assert out.exit_code == 0, out.output
     assert out.stderr.count("Model: ") == 2 and "Traceback" not in out.output
+    # input that is not typed is echoed after the prompt: the transcript shows what was said
+    assert "User: Good morrow.\nModel: " in out.stderr and "User: What news?\nModel: " in out.stderr
 
 
 def test_chat_history_fits_the_context(tiny_folder):

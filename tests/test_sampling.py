@@ -1,6 +1,7 @@
 """Settings, logits processors, the sampler, beam search and stop strings, without a model."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -183,10 +184,15 @@ def test_text_tracker_never_splits_a_character():
 @pytest.mark.parametrize("setting", [{"top_p": 1.5}, {"top_p": 0}, {"temperature": -1}, {"max_new_tokens": 0},
                                      {"top_k": -1}, {"min_p": 1.0}, {"repetition_penalty": 0}, {"typical_p": 2},
                                      {"presence_penalty": 3}, {"num_beams": 0}, {"min_new_tokens": 500},
-                                     {"truncate": "right"}, {"seed": -1}, {"max_new_tokens": 2.5}])
+                                     {"truncate": "right"}, {"seed": -1}, {"max_new_tokens": 2.5},
+                                     # values the arithmetic cannot take: divisors that overflow float32
+                                     # logits (subnormal or tiny), an exponent that overflows
+                                     {"temperature": 1e-320}, {"temperature": 5e-324}, {"temperature": 1e-7},
+                                     {"repetition_penalty": 1e-320}, {"repetition_penalty": 1e300},
+                                     {"length_penalty": 1e300}, {"length_penalty": -1e300}])
 def test_bad_settings_name_the_setting_and_value(setting):
     (name, value), = setting.items()
-    with pytest.raises(ValueError, match=rf"^{name} .*Received: {name}={value!r}"):
+    with pytest.raises(ValueError, match=rf"^{name} .*Received: {name}={re.escape(repr(value))}"):
         GenerationConfig(**setting)
 
 

@@ -15,6 +15,7 @@ from edgellm import constraints
 from edgellm.generator import Generator
 from edgellm.slots import SlotRun
 from serving import SlowGenerator, running
+from tolerance import assert_float32_close
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_rows_that_join_and_leave_decode_as_they_would_alone(model):
             got[i].append(logits[row].copy())
     for i in range(3):
         assert len(got[i]) == lengths[i] + 1
-        np.testing.assert_allclose(np.array(got[i]), np.array(expected[i]), atol=1e-5)
+        assert_float32_close(model.config, got[i], expected[i])
 
 
 REQUESTS = [  # (request fields, library settings); every one a different kind of setting

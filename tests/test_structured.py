@@ -93,7 +93,24 @@ BAD = [
     (lambda: constraints.json_schema({"type": "string", "minLength": 5, "maxLength": 2}), "Unsatisfiable"),
     (lambda: constraints.regex(r"a[^\s\S]"), "No text the model's vocabulary can write"),
     (lambda: constraints.lark("start: foo"), "cannot be compiled"),
+    (lambda: constraints.json_schema(b'{"type": "string", "description": "caf\xe9"}'), "json_schema is not UTF-8"),
+    (lambda: constraints.json_schema(nested_schema(200)), "json_schema is nested 201 levels deep"),
+    (lambda: constraints.json_schema(nested_schema(5000)), "json_schema is nested 5001 levels deep"),
+    (lambda: constraints.json_schema("[" * 5000 + "]" * 5000), "json_schema is nested too deeply to read"),
+    (lambda: constraints.regex("(" * 300 + "a" + ")" * 300), "cannot be compiled"),
 ]
+
+
+def nested_schema(levels: int) -> dict:
+    schema = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+def test_the_deepest_schema_taken_compiles(model):
+    """MAX_SCHEMA_DEPTH keeps llguidance's limit out of sight: a schema that deep compiles."""
+    model.compile(constraints.json_schema(nested_schema(constraints.MAX_SCHEMA_DEPTH - 1)))
 
 
 def test_bad_constraints_are_one_clear_error(model):
@@ -117,8 +134,13 @@ def test_cli_constraints(model, tmp_path):
     assert result.exit_code == 0 and re.fullmatch(r"ROMEO: [A-Z]{2,8}!\n", result.stdout), result.output
     result = runner.invoke(main, ["generate", "ROMEO:", "--json", "--seed", "1", "-n", "10"])
     assert result.exit_code == 0 and result.stdout.startswith("ROMEO:{")
+    latin1, deep = tmp_path / "latin1.json", tmp_path / "deep.json"
+    latin1.write_bytes(b'{"type": "string", "description": "caf\xe9"}')
+    deep.write_text(json.dumps(nested_schema(200)))
     for args, words in ((["--regex", "[a-"], "unclosed character class"), (["--json", "--regex", "a"], "one constraint"),
-                        (["--json-schema", "missing.json"], "no such file"), (["--json-schema", "{bad"], "not valid JSON")):
+                        (["--json-schema", "missing.json"], "no such file"), (["--json-schema", "{bad"], "not valid JSON"),
+                        (["--json-schema", str(latin1)], f"--json-schema: {latin1} is not UTF-8 (byte offset 38)"),
+                        (["--json-schema", str(deep)], "json_schema is nested 201 levels deep")):
         result = runner.invoke(main, ["generate", "ROMEO:", *args])
         assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output, result.output
 

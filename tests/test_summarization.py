@@ -65,7 +65,7 @@ def test_summarization_model_generates_and_is_evaluated_with_rouge(summarizer, r
     assert result.returncode == 0, result.stderr
     assert "summarization eval" in result.stderr  # the progress bar
     metrics = json.loads(result.stdout)
-    assert sorted(metrics) == ["chrf", "examples", "rouge1", "rouge2", "rougeL", "task", "too_long"]
+    assert sorted(metrics) == ["chrf", "examples", "examples_read", "rouge1", "rouge2", "rougeL", "task", "too_long"]
     assert metrics["examples"] == len(examples) and metrics["too_long"] == 0
     hypotheses = [model.generate(e.prompt, temperature=0).text.strip() for e in examples]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -105,6 +105,7 @@ def test_a_description_longer_than_the_context_is_refused_or_counted(summarizer)
     long = "A library for parsing command line options in C programs. " * 12  # about 700 ids with 320
     result = edgellm("generate", "-m", summarizer, long)
     assert result.returncode == 1 and "but the model's context is 256 tokens" in result.stderr
+    assert result.stdout == "" and "--truncate left" in result.stderr  # nothing printed before the error
     assert len(result.stderr.strip().splitlines()) == 1
     metrics = evaluate(model, [Example(long, "C option parser"), Example("A C option parser.", "option parser")],
                        "summarization")

@@ -85,7 +85,11 @@ def test_eval_qa_through_the_cli_and_record_it_in_the_model_card(task_folder, ba
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
-    assert metrics["task"] == "qa" and metrics["examples"] == 12 and 0.0 <= metrics["exact_match"] <= 1.0
+    model = load(task_folder)
+    correct = sum(model.generate(e.prompt, temperature=0.0).text.strip() == e.completion.strip()
+                  for e in read_examples(babi / "test.jsonl")[:12])
+    assert metrics["task"] == "qa" and metrics["examples"] == metrics["examples_read"] == 12
+    assert metrics["exact_match"] == pytest.approx(100 * correct / 12)  # in percent, as the other tasks' 0-100
     assert metrics["too_long"] == 0  # every bAbI test prompt fits in the context
     kept = json.loads((task_folder / "config.json").read_text())["edgellm"]["provenance"]["evaluations"]
     assert [e["metrics"] for e in kept] == [metrics] and kept[0]["settings"] == {"decoding": "greedy"}
@@ -113,9 +117,16 @@ def test_translation_metrics_group_references_of_a_repeated_prompt(task_folder, 
     metrics = evaluate(model, examples, "translation")
     hypotheses = [model.generate(e.prompt, temperature=0.0).text.strip() for e in examples[:4]]
     references = [[e.completion.strip() for e in examples[:4]], ["kitchen", None, None, None]]
-    assert metrics["examples"] == 4
+    assert metrics["examples"] == 4 and metrics["examples_read"] == 5
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, references).score)
     assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, references).score)
+    path = babi / "repeated.jsonl"
+    path.write_text("".join(json.dumps({"prompt": e.prompt, "completion": e.completion}) + "\n" for e in examples))
+    out = subprocess.run([sys.executable, "-m", "edgellm", "eval", "--task", "translation", path, "-m", task_folder],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "examples: 4 (distinct prompts of the 5 read: a repeated prompt is scored once" in out.stdout
+    assert "examples_read" not in out.stdout and f"chrf: {metrics['chrf']:.4f}" in out.stdout
 
 
 def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(babi, corpus_file, tmp_path):

@@ -80,7 +80,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Cluster | None:
         raise bad('cluster.worker must be a non-empty list of "host:port" strings')
     for address in workers:
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad(f'has the address {address!r}, which is not "host:port" with a port in 1..65535')
     if len(set(workers)) != len(workers):
         raise bad("lists an address twice in cluster.worker")

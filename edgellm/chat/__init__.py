@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgellm.chat import template as chat_template
 
 
 class Chat:
@@ -43,15 +42,19 @@ class Chat:
         self.task = model.task_template
         stops = tuple(settings.pop("stop_strings", ())) + (() if self.task else ("\n\n", f"\n{user}:"))
         self.config = model.settings(stop_strings=stops, **settings)
+        if self.config.num_return_sequences > 1 or self.config.num_beams > 1:
+            raise ValueError("A chat reply is one sampled or greedy sequence. Received: num_return_sequences="
+                             f"{self.config.num_return_sequences}, num_beams={self.config.num_beams}. Leave both at 1.")
         self.turns: list[tuple[str, str]] = []  # (user message, reply)
+        if not self.task:  # a chat template that fails on any conversation fails here, before a turn
+            self._render([], "Hello")
 
     def _render(self, turns: list[tuple[str, str]], message: str) -> str:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for user_text, reply in turns:
             messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
         messages.append({"role": "user", "content": message})
-        return chat_template.render(self.model.folder.chat_template, messages, user_name=self.user,
-                                    assistant_name=self.bot)
+        return self.model.folder.render_chat(messages, user_name=self.user, assistant_name=self.bot)
 
     def transcript(self, message: str) -> str:
         """The text the model continues for `message`, with as much history as fits."""

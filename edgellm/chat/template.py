@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import regex
 
 from edgellm import jinja
@@ -51,16 +53,37 @@ TASK_TEMPLATE = (
 _MARK = "\x00{}\x00"  # stands for message i's content while the template renders
 
 
-def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **variables) -> str:
+def render(template: str, messages: list[dict], add_generation_prompt: bool = True, where: str | None = None,
+           **variables) -> str:
     """The prompt text of `messages` ({"role", "content"} dicts) under `template`.
 
     Args:
         template: Jinja source (a folder's chat_template).
         messages: the conversation, oldest first.
         add_generation_prompt: end with the text after which the model writes its reply.
+        where: the file the template comes from (a folder's tokenizer_config.json), named by errors.
         **variables: more template variables (`user_name`, `assistant_name`).
     """
-    return jinja.render(template, messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+    with _named(where):
+        return jinja.render(template, messages=messages, add_generation_prompt=add_generation_prompt, **variables)
+
+
+@contextlib.contextmanager
+def _named(where: str | None):
+    """A TemplateError says which file's chat_template failed: the template's own fault ("Fix
+    ..."), or a raise_exception() the template made on purpose (its message, for the caller)."""
+    try:
+        yield
+    except jinja.TemplateError as error:
+        message = str(error)
+        if where is None:
+            raise
+        if message.startswith("chat_template: "):
+            message = (f"{where}: chat_template: {message.removeprefix('chat_template: ')} Fix the template in "
+                       "that file (edgellm renders the Jinja subset described in edgellm/jinja).")
+        else:
+            message = f"{message} (raised by the chat_template of {where})"
+        raise jinja.TemplateError(message) from None
 
 
 def encode(tokenizer, template: str, messages: list[dict], add_generation_prompt: bool = True,

@@ -6,7 +6,7 @@ received and what to do. `Group.invoke` runs every command, the tokenizer subgro
 and turns such an error into click's one line on stderr (`Error: ...`) and exit code 1, so
 commands call the library without a try block of their own:
 
-- ValueError -> its message;
+- ValueError -> its message (a prompt too long for the context names `--truncate`);
 - a missing optional dependency (ModuleNotFoundError) of a command that needs an extra ->
   which module, and the pip command that installs the extra;
 - OSError (a file that cannot be read or written) -> the reason and the path.
@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno
 
 import click
+
+from edgellm.batching import PromptTooLong
 
 # the pip extra each command needs beyond the runtime's numpy and onnxruntime
 EXTRAS = {"train": "train", "export": "train", "upgrade": "train", "serve": "serve"}
@@ -52,6 +54,8 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except PromptTooLong as error:  # named by its option, not the library's argument
+            raise click.ClickException(error.explain("--truncate error", "--truncate left")) from None
         except ValueError as error:
             raise click.ClickException(str(error)) from None
         except ModuleNotFoundError as error:

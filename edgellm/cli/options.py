@@ -148,8 +148,15 @@ def constraint_from_options(options: dict):
     if schema is None:
         return None
     if os.path.isfile(schema):
-        with open(schema, encoding="utf-8") as file:
-            schema = file.read()
+        from edgellm import json_file
+
+        with open(schema, "rb") as file:  # the one JSON reader names a file not UTF-8, not JSON, too deep
+            data = file.read()
+        try:
+            schema = json_file.parse(data, schema)
+        except ValueError as error:
+            raise click.BadParameter(f"{error} Give a UTF-8 JSON schema file or the JSON text.",
+                                     param_hint="--json-schema") from None
     elif not schema.lstrip().startswith(("{", "true", "false")):
         raise click.BadParameter(f"must be a JSON schema file or the schema's JSON text. Received: {schema!r} "
                                  "(no such file)", param_hint="--json-schema")

@@ -66,9 +66,10 @@ def generate(prompt, model, providers, threads, timings, **options):
     echoed = "" if generator.task_template else prompt
     try:
         if config.num_return_sequences == 1 and config.num_beams == 1:
+            prompt_ids = generator.encode_prompt(prompt, config)  # a prompt too long is refused before printing
             click.echo(echoed, nl=False)
             figures: dict = {}
-            for piece in generator.stream(prompt, config, timings=figures, constraint=constraint):
+            for piece in generator.text_steps(prompt_ids, config, timings=figures, constraint=constraint):
                 click.echo(piece, nl=False)
             click.echo()
         else:
@@ -101,12 +102,15 @@ def chat(model, providers, threads, user, bot, system, **options):
     settings = settings_from_options(options)
     conversation = Chat(_load(model, providers, threads), user=user, bot=bot, system=system, **settings)
     click.echo(f"chatting with {model} as {user}; Ctrl-D or Ctrl-C ends", err=True)
+    typed = sys.stdin.isatty()  # piped or redirected input is echoed, so the transcript reads right
     try:
         while True:
             click.echo(f"{user}: ", nl=False, err=True)
             line = sys.stdin.readline()
             if not line:  # Ctrl-D
                 break
+            if not typed:
+                click.echo(line.rstrip("\n"), err=True)
             if not line.strip():
                 continue
             click.echo(f"{bot}: ", nl=False, err=True)
@@ -223,5 +227,12 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
+    read = metrics.get("examples_read", metrics.get("examples"))
     for key, value in metrics.items():
-        click.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        if key == "examples_read":
+            continue
+        line = f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}"
+        if key == "examples" and read != value:
+            line += (f" (distinct prompts of the {read} read: a repeated prompt is scored once, against all "
+                     "its completions)")
+        click.echo(line)

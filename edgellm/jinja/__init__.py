@@ -11,8 +11,9 @@ Rendered as transformers renders chat templates (jinja2 with trim_blocks and lst
   `raise_exception(message)`.
 
 Anything else (macros, other filters, method calls) is refused with a line naming it, rather
-than rendered differently from the other engines. Undefined names are empty and false, as in
-Jinja's default.
+than rendered differently from the other engines. Undefined names are empty, false and of length
+0, as in Jinja's default; arithmetic or a lookup on them is an error, as in jinja2. Every error,
+whatever the template, is a TemplateError (a ValueError) with one line.
 
 Example:
     >>> render("{% for m in messages %}{{ m['role'] }};{% endfor %}", messages=[{"role": "user"}])

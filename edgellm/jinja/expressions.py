@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgellm.jinja.values import UNDEFINED, TemplateError, to_str as _str
+from edgellm.jinja.values import UNDEFINED, TemplateError, bounded, to_str as _str
 
 
 _COMPARE = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
@@ -90,7 +90,7 @@ class Expr:
         while self.peek("+", "-", "~"):
             op, a, b = self.take()[1], left, self.unary()
             if op == "~":
-                left = lambda s, a=a, b=b: _str(a(s)) + _str(b(s))
+                left = lambda s, a=a, b=b: bounded(_str(a(s)) + _str(b(s)))
             else:
                 left = lambda s, a=a, b=b, op=op: _arith(op, a(s), b(s))
         return left
@@ -99,7 +99,7 @@ class Expr:
         if self.peek("-"):
             self.take()
             a = self.unary()
-            return lambda s: -a(s)
+            return lambda s: _negative(a(s))
         return self.postfix(self.primary())
 
     def primary(self):
@@ -149,6 +149,8 @@ class Expr:
 
 
 def _item(container, key):
+    if container is UNDEFINED:
+        raise TemplateError(f"chat_template: cannot look up {key!r} in an undefined value.")
     if isinstance(container, dict):
         return container.get(key, UNDEFINED)
     if isinstance(container, (list, tuple, str)) and isinstance(key, int) and -len(container) <= key < len(container):
@@ -162,10 +164,17 @@ def _call(function, args):
     return function(*args)
 
 
+def _negative(value):
+    if not isinstance(value, (int, float)):  # a bool is an int: -true is -1, as in jinja2
+        what = "an undefined value" if value is UNDEFINED else type(value).__name__
+        raise TemplateError(f"chat_template: cannot apply unary - to {what}.")
+    return -value
+
+
 def _arith(op: str, a, b):
     if a is UNDEFINED or b is UNDEFINED:
         raise TemplateError(f"chat_template: {op} on an undefined value.")
     try:
-        return a + b if op == "+" else a - b
+        return bounded(a + b) if op == "+" else a - b
     except TypeError:
         raise TemplateError(f"chat_template: cannot apply {op} to {type(a).__name__} and {type(b).__name__}.") from None

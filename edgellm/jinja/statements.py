@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from edgellm.jinja.expressions import Expr as _Expr
-from edgellm.jinja.values import UNDEFINED, TemplateError, to_str as _str
+from edgellm.jinja.values import MAX_CHARS, MAX_STEPS, UNDEFINED, TemplateError, to_str as _str
 
 _TAG = re.compile(r"\{\{-?|\{%-?|\{#-?")
 _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")|(?P<num>\d+)"
@@ -14,17 +15,37 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
 
 
 def render(template: str, **variables) -> str:
-    """Render `template` with `variables`; raises TemplateError naming what it cannot do."""
-    items = _lex(template)
-    body, _ = _block(items, 0, ())
-    out: list[str] = []
-    _run(body, dict(variables), out)
-    return "".join(out)
+    """Render `template` with `variables`; raises TemplateError naming what it cannot do, and no
+    other error whatever the template and the variables (a template is input, as a request is)."""
+    out = _Output()
+    with _as_template_error():
+        _run(parse(template), dict(variables), out)
+    return "".join(out.pieces)
+
+
+def parse(template: str) -> list:
+    """The template's statements: checks its syntax without rendering it (TemplateError)."""
+    with _as_template_error():
+        return _block(_lex(template), 0, ())[0]
+
+
+@contextlib.contextmanager
+def _as_template_error():
+    """Any Python error while parsing or rendering a template is the template's: TemplateError."""
+    try:
+        yield
+    except TemplateError:
+        raise
+    except RecursionError:
+        raise TemplateError("chat_template: nested too deeply for edgellm's renderer.") from None
+    except Exception as error:  # what jinja2 raises too: comparing a string with a number, ...
+        raise TemplateError(f"chat_template: {error} ({type(error).__name__}).") from None
 
 
 # ---- lexing: text and tags, whitespace control as transformers' jinja2 does ----------------------
 
 def _lex(source: str) -> list:
+    source = "\n".join(source.splitlines())  # as jinja2: any line break is "\n", the last one goes
     items, pos, strip_next = [], 0, False
     while True:
         match = _TAG.search(source, pos)
@@ -115,8 +136,29 @@ def _block(items, i, ends):
     return nodes, i
 
 
-def _run(nodes, scope: dict, out: list) -> None:
+class _Output:
+    """The rendered pieces, and a bound on the work: a hostile template (loops nested in loops)
+    ends with TemplateError instead of running for hours or filling memory."""
+
+    def __init__(self):
+        self.pieces, self.steps, self.chars = [], 0, 0
+
+    def step(self):
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise TemplateError(f"chat_template: rendering takes more than {MAX_STEPS:,} steps (loops nested in "
+                                "loops?).")
+
+    def append(self, text: str):
+        self.chars += len(text)
+        if self.chars > MAX_CHARS:
+            raise TemplateError(f"chat_template: the rendered text is longer than {MAX_CHARS:,} characters.")
+        self.pieces.append(text)
+
+
+def _run(nodes, scope: dict, out: _Output) -> None:
     for node in nodes:
+        out.step()
         kind = node[0]
         if kind == "text":
             out.append(node[1])

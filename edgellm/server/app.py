@@ -79,7 +79,7 @@ class Server:
 
     async def _complete(self, request: Request, chat: bool) -> Response:
         body = await self._read_json(request)
-        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.chat_template) if chat \
+        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.render_chat) if chat \
             else api.parse_completion(body)
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
@@ -186,7 +186,7 @@ class Server:
         too_large = api.RequestError(f"The request body is larger than {self.max_body_bytes} bytes. "
                                      "Send a shorter prompt.", None, "request_too_large", 413)
         length = request.headers.get("content-length", "0")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # "²" is a digit to isdigit, not to int
             raise api.RequestError(f"Bad Content-Length header. Received: {length!r}")
         if int(length) > self.max_body_bytes:
             raise too_large
@@ -271,6 +271,8 @@ def create_app(generator: Generator, model_id: str | None = None, max_concurrenc
         max_body_bytes: larger request bodies get 413.
         ui: answer GET / with the chat page (page.py).
     """
+    if not generator.task_template:  # a chat template that fails on any conversation refuses to start
+        generator.folder.render_chat([{"role": "user", "content": "Hello"}])
     workers = Workers(generator, max_concurrency, queue_size)
     server = Server(generator, model_id or generator.folder.path.name, workers, max_body_bytes)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgellm import constraints
+from edgellm import constraints, jinja
 from edgellm.chat import template as chat_template
 
 # OpenAI name -> edgellm GenerationConfig name. top_k, min_p and repetition_penalty are not
@@ -103,9 +103,9 @@ def parse_completion(body: dict) -> Request:
     return request
 
 
-def parse_chat(body: dict, task_model: bool = False, template: str = chat_template.TEXT_TEMPLATE) -> Request:
-    """Check a /v1/chat/completions body and render its messages with the chat template (the model
-    folder's own `chat_template`, as `edgellm chat` renders it).
+def parse_chat(body: dict, task_model: bool = False, render=None) -> Request:
+    """Check a /v1/chat/completions body and render its messages with the chat template: `render`,
+    the model folder's own (`ModelFolder.render_chat`, as `edgellm chat` renders it).
 
     A task model (translation, question answering) has no conversation layout: it answers one
     user message, which the generator wraps in the task template as it does a completion prompt.
@@ -119,7 +119,7 @@ def parse_chat(body: dict, task_model: bool = False, template: str = chat_templa
     if task_model:
         request = _parse_common(body, task_message(messages), ())
     else:
-        request = _parse_common(body, render_chat(messages, template), CHAT_STOPS)
+        request = _parse_common(body, render_chat(messages, render), CHAT_STOPS)
     wanted = body.get("logprobs")
     if wanted is not None and not isinstance(wanted, bool):
         raise RequestError(f"logprobs must be true or false. Received: logprobs={_short(wanted)}", "logprobs")
@@ -140,9 +140,10 @@ def task_message(messages: list) -> str:
     return _content_text(messages[0].get("content"), 0)
 
 
-def render_chat(messages: list, template: str = chat_template.TEXT_TEMPLATE) -> str:
-    """The messages rendered by the chat template (edgellm/chat/template.py, the one model folders
-    carry): "System: ...\\nUser: ...\\nAssistant:" (see CHAT_ROLES).
+def render_chat(messages: list, render=None) -> str:
+    """The messages rendered by `render` (a folder's `render_chat`; by default the text template
+    that model folders carry: "System: ...\\nUser: ...\\nAssistant:", see CHAT_ROLES). A template
+    that fails is a 400 naming its file.
 
     Example:
         >>> render_chat([{"role": "user", "content": "Hello"}])
@@ -155,7 +156,10 @@ def render_chat(messages: list, template: str = chat_template.TEXT_TEMPLATE) -> 
             raise RequestError(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}. Received: {_short(role)}",
                                f"messages[{i}].role")
         checked.append({"role": role, "content": _content_text(message.get("content"), i)})
-    return chat_template.render(template, checked)
+    try:
+        return render(checked) if render else chat_template.render(chat_template.TEXT_TEMPLATE, checked)
+    except jinja.TemplateError as error:
+        raise RequestError(str(error), "messages") from None
 
 
 def _content_text(content, i: int) -> str:
@@ -239,7 +243,7 @@ def _parse_bias(bias) -> dict[int, float]:
     if bias is None:
         return {}
     good = isinstance(bias, dict) and all(
-        isinstance(k, str) and k.isdigit() and not isinstance(v, bool) and isinstance(v, (int, float))
+        isinstance(k, str) and k.isascii() and k.isdigit() and not isinstance(v, bool) and isinstance(v, (int, float))
         and -BIAS_RANGE <= v <= BIAS_RANGE for k, v in bias.items())
     if not good:
         raise RequestError(f"logit_bias must map token ids (as strings) to numbers in [-{BIAS_RANGE}, {BIAS_RANGE}]. "
