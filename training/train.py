@@ -57,17 +57,19 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
     out_dir = Path(out)  # the options and the checkpoint are checked before Keras starts
     previous = checkpoint.previous_run(out_dir, resume, force)
     opts = options_lib.resolve(options, previous and previous["training"])
+    from edgellm.training import cluster as cluster_lib
+
+    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))  # TF_CONFIG too
 
     import keras
 
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import cluster as cluster_lib, data, distribute, fine_tune, optim
+    from edgellm.training import data, distribute, fine_tune, optim
     from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
     from edgellm.training.model import build_model
 
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
-    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))
     # the chief (or a single process) writes to --out; other workers to a folder removed at the end
     place = stack.enter_context(cluster_lib.writing_place(out_dir, cluster))
     if cluster is not None:
