@@ -14,6 +14,7 @@ calls them in the loop.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 
@@ -124,13 +125,60 @@ class Recorder(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
+class Progress(keras.callbacks.Callback):
+    """Training progress on `stream` (stderr): one line per evaluation, and on a terminal (`live`)
+    a line redrawn in place as steps finish. A log file gets plain lines, no escapes:
+
+        step 30/30: loss 4.7563, val loss 4.7127 (3.3302 per char, perplexity 111.35), lr 3.0e-04, 5,570 tokens/s, 41 s
+
+    Put it after Recorder, whose row of the history it prints.
+    """
+
+    async_safe = True  # it only writes; it may run in Keras's worker thread
+
+    def __init__(self, recorder: Recorder, steps: int, stream=None, live: bool | None = None):
+        super().__init__()
+        self.recorder, self.steps = recorder, steps
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.drawn = 0.0  # when the live line was last drawn
+        self.width = 0  # its length, to blank what a shorter line leaves
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if not self.live or now - self.drawn < 0.2 or "loss" not in (logs or {}):
+            return
+        self.drawn = now
+        rate = self.recorder.control.rate
+        self._write(f"\rstep {self.recorder.control.step}/{self.steps}: loss {float(logs['loss']):.4f}"
+                    + (f", {rate:,.0f} tokens/s" if math.isfinite(rate) else ""), end="")
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.recorder.history[-1]
+        rate = f", {row['tokens_per_sec']:,.0f} tokens/s" if math.isfinite(row["tokens_per_sec"]) else ""
+        self._write(("\r" if self.live else "") +
+                    f"step {row['step']}/{self.steps}: loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f} "
+                    f"({row['val_loss_per_char']:.4f} per char, perplexity {row['val_perplexity']:.2f}), "
+                    f"lr {row['lr']:.1e}{rate}, {row['seconds']:.0f} s", end="\n")
+
+    def _write(self, line: str, end: str) -> None:
+        text = line.lstrip("\r")
+        padding = " " * max(0, self.width - len(text)) if self.live else ""
+        self.width = 0 if end else len(text)
+        self.stream.write(line + padding + end)
+        self.stream.flush()
+
+
 def tensorboard_logs(out_dir, enabled: bool, log) -> list:
     """keras.callbacks.TensorBoard writing to OUT/logs, or nothing (disabled, or no TensorFlow)."""
     if not enabled:
         return []
     try:  # the callback writes with tf.summary, which needs both
         import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
+
+        from edgellm import libraries
+
+        libraries.load("tensorflow")  # quietly in `edgellm train` on the JAX backend too
     except ImportError:
         log("TensorBoard logs need tensorflow and tensorboard; skipping them")
         return []

@@ -106,9 +106,9 @@ def for_run(opts, log) -> Cluster | None:
         raise ValueError(f"--time-budget cannot be used with several workers: each would stop at another step. "
                          f"Received: time_budget={opts.time_budget}, {cluster.count} workers. Set --steps instead.")
     if cluster is not None:
-        import keras
+        from edgellm import libraries
 
-        if cluster.chief or keras.backend.backend() == "tensorflow":
+        if cluster.chief or libraries.load("keras").backend.backend() == "tensorflow":
             check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
     return cluster
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from edgellm import libraries
 from edgellm.training import options as options_lib
 
 
@@ -36,7 +37,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         out: checkpoint folder. It must not hold a checkpoint unless `resume` or `force`.
         resume: continue the checkpoint in `out` exactly where it stopped.
         force: replace a checkpoint in `out` with a new run.
-        verbose: 0 silent, 1 progress bar, 2 one line per evaluation.
+        verbose: 0 silent, 1 one line per evaluation, redrawn as steps finish on a terminal,
+            2 one line per evaluation.
         callbacks: extra Keras callbacks for each `fit` call.
         command: the command line, recorded in checkpoint.json.
         **options: any TrainOptions field (options.py), e.g. steps=1000, lr=1e-3.
@@ -61,11 +63,12 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
 
     cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))  # TF_CONFIG too
 
-    import keras
+    keras = libraries.load("keras")  # and TensorFlow: quietly in `edgellm train`
 
     from edgellm.tokenizer import Tokenizer
     from edgellm.training import data, distribute, fine_tune, optim
-    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
+    from edgellm.training.callbacks import (LossNotFinite, Progress, Recorder, RunControl, StopOnNonFiniteLoss,
+                                            tensorboard_logs)
     from edgellm.training.model import build_model
 
     files = ([str(f) for f in files] if files else
@@ -151,7 +154,8 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
         control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
-        fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
+        progress = [Progress(recorder, opts.steps, live=None if verbose == 1 else False)] if verbose else []
+        fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder, *progress,
                          *tensorboard_logs(place, opts.tensorboard, lambda m: _log(verbose, m)), *(callbacks or [])]
 
         saved = []
@@ -176,7 +180,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                               epochs=math.ceil(total / interval), initial_epoch=position // interval,
                               validation_data=validation, validation_batch_size=parallel.validation_batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
-                              callbacks=fit_callbacks, verbose=verbose)
+                              callbacks=fit_callbacks, verbose=0)
                     position = control.position
                     save()
         except LossNotFinite as error:
@@ -266,8 +270,10 @@ def _log(verbose: int, message: str) -> None:
               "its options are the defaults (shape and data options cannot change).")
 @click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1,
-              help="0: quiet, 1: progress bar, 2: one line per evaluation.")
+              help="0: quiet, 1: one line per evaluation, redrawn as steps finish on a terminal, "
+                   "2: one line per evaluation.")
 @options_lib.click_options
+@libraries.option
 @click.pass_context
 def command(ctx, files, out, resume, force, verbose, **values):
     """Train a decoder-only Transformer on UTF-8 text FILES.
@@ -291,7 +297,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
     command_line = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
+        with contextlib.redirect_stdout(sys.stderr):  # stdout holds the checkpoint folder only
             train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
