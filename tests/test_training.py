@@ -403,7 +403,7 @@ def test_cli_reads_a_config_file_that_flags_override(corpus_file, tmp_path, cach
                       f'vocab_size = 300\nbatch_size = 4\ncache_dir = "{cache}"\nlr = 0.01\n')
     result = edgellm(corpus_file, "--out", tmp_path / "ckpt", "--config", config, "--lr", "0.002", "-v", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tmp_path / "ckpt") and "val_loss_per_char" in result.stderr
+    assert result.stdout.strip() == str(tmp_path / "ckpt") and "step 4/4: loss " in result.stderr
     meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert meta["training"]["lr"] == 0.002 and meta["training"]["steps"] == 4 and meta["metrics"]["steps"] == 4
     assert "--config" in meta["command"] and (tmp_path / "ckpt" / "logs").is_dir()
