@@ -13,7 +13,7 @@ kept. Keras and a backend (TensorFlow by default, or JAX) are needed: `pip insta
 from __future__ import annotations
 
 import contextlib
-import math
+import os
 import shlex
 import signal
 import sys
@@ -71,6 +71,9 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                                             tensorboard_logs)
     from edgellm.training.model import build_model
 
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
+    if opts.xla and keras.backend.backend() == "tensorflow":
+        _keep_compiled_steps(cache_dir)
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
     # the chief (or a single process) writes to --out; other workers to a folder removed at the end
@@ -110,7 +113,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                                         opts.context_length, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
-        cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
         if tokenizer is None:
             _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
             tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
@@ -144,6 +146,8 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
+        if opts.time_budget is not None:
+            schedule.plan_with(model.optimizer)  # the decay ends with the budget: RunControl plans it
         parallel.prepare(model, batches(0, 1)[0])
         if fine_tuning:
             fine_tune.load_init_weights(model, opts.init)
@@ -152,9 +156,11 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
-        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
+        total = opts.steps * opts.grad_accum  # micro-batches
+        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, total, opts.time_budget, started,
+                             schedule if opts.time_budget is not None else None)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
-        progress = [Progress(recorder, opts.steps, live=None if verbose == 1 else False)] if verbose else []
+        progress = [Progress(recorder, live=None if verbose == 1 else False)] if verbose else []
         fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder, *progress,
                          *tensorboard_logs(place, opts.tensorboard, lambda m: _log(verbose, m)), *(callbacks or [])]
 
@@ -165,7 +171,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
             checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 
-        total = opts.steps * opts.grad_accum  # micro-batches
         interval = opts.eval_interval * opts.grad_accum
         if position >= total:
             raise ValueError(f"Nothing to train: the checkpoint in {out_dir} is already at step "
@@ -173,11 +178,11 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                              "Raise --steps to go on.")
         try:
             with _stop_on_ctrl_c(control, verbose, alone=parallel.workers == 1):
-                while position < total and not (control.expired or control.interrupted):
-                    end = min(total, (position // interval + 1) * interval)
+                while position < control.total and not (control.expired or control.interrupted):
+                    end = min(control.total, (position // interval + 1) * interval)
                     control.begin(position)
                     model.fit(parallel.train_input(batches(position, end - position)), steps_per_epoch=end - position,
-                              epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              epochs=position // interval + 1, initial_epoch=position // interval,
                               validation_data=validation, validation_batch_size=parallel.validation_batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
                               callbacks=fit_callbacks, verbose=0)
@@ -205,6 +210,19 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                   f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}"
                   + ("" if place == out_dir else " (the chief's)"))
     return metrics
+
+
+def _keep_compiled_steps(cache_dir: Path) -> None:
+    """Let XLA keep the training and validation steps it compiles in CACHE/xla-tensorflow-VERSION,
+    so a resumed run, or any run of a shape compiled before, loads them instead of compiling
+    again (about 15 s of each start on 2 CPU cores, docs/training.md). TensorFlow reads
+    TF_XLA_FLAGS when it first compiles; a flag set by the user is kept."""
+    import tensorflow as tf
+
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" not in flags:
+        folder = cache_dir / f"xla-tensorflow-{tf.__version__}"
+        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
