@@ -33,10 +33,10 @@ FORMATS = ("onnx", "hf")  # hf: also model.safetensors for transformers (exact G
 def _import_tensorflow():
     """Import TensorFlow and Keras on the TensorFlow backend, with a clear error otherwise."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    try:
-        import keras
-        import tensorflow as tf
-        import tf2onnx
+    from edgellm import libraries
+
+    try:  # quietly in `edgellm export`
+        keras, tf, tf2onnx = (libraries.load(name) for name in ("keras", "tensorflow", "tf2onnx"))
     except ImportError as error:
         raise ValueError(f"edgellm export needs TensorFlow, Keras and tf2onnx ({error.name} is missing). "
                          "Install them with: pip install 'edgellm[train]'") from None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,21 +15,40 @@ from edgellm.cli import main
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def edgellm(*args, input=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgellm", *map(str, args)], capture_output=True, text=True,
-                          input=input, env=ENV, cwd=cwd, timeout=600)
+def edgellm(*args, input=None, cwd=None, env=ENV):
+    """The command in a subprocess; its stdout and stderr as written (a carriage return stays one)."""
+    result = subprocess.run([sys.executable, "-m", "edgellm", *map(str, args)], capture_output=True,
+                            input=None if input is None else input.encode(), env=env, cwd=cwd, timeout=600)
+    result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+    return result
+
+
+# what TensorFlow, absl, XLA, tf2onnx and Keras print of their own; and a terminal's escapes
+LIBRARY_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|absl::|^WARNING|Warning: |warnings\.warn|oneDNN|"
+                          r"To enable the following instructions|Epoch \d|[\x1b\r]", re.MULTILINE)
+PROGRESS = re.compile(r"^step (\d+/\d+): loss \d+\.\d{4}, val loss \d+\.\d{4} \(\d+\.\d{4} per char, perplexity "
+                      r"\d+\.\d\d\), lr \d\.\de-\d\d, \d{1,3}(,\d{3})* tokens/s, \d+ s$", re.MULTILINE)
 
 
 def test_train_export_generate_commands(corpus_file, tmp_path):
+    """The commands as a user runs them: with TensorFlow's own log level (unset), stderr holds
+    edgellm's lines only, and a log file gets the progress as plain lines."""
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     ckpt, folder = tmp_path / "ckpt", tmp_path / "model"
-    train = edgellm("train", corpus_file, "--out", ckpt, "--steps", 10, "--eval-interval", 5,
-                    "--layers", 1, "--heads", 2, "--width", 32, "--context", 32, "--vocab-size", 300,
-                    "--batch-size", 8, "--warmup", 2)
+    shape = ("--layers", 1, "--heads", 2, "--width", 32, "--context", 32, "--vocab-size", 300, "--batch-size", 8)
+    train = edgellm("train", corpus_file, "--out", ckpt, "--steps", 6, "--eval-interval", 3, *shape, "--warmup", 2,
+                    env=env)
     assert train.returncode == 0, train.stderr
     assert (ckpt / "model.weights.h5").is_file() and (ckpt / "loss_curve.png").is_file()
+    assert not LIBRARY_LINE.findall(train.stderr), train.stderr
+    assert [m.group(1) for m in PROGRESS.finditer(train.stderr)] == ["3/6", "6/6"], train.stderr
+    shown = edgellm("train", "--out", ckpt, "--resume", "--steps", 10, "--library-logs", env=env)
+    assert shown.returncode == 0 and re.search(r"^I\d{4} .*XLA", shown.stderr, re.MULTILINE), shown.stderr
+    assert [m.group(1) for m in PROGRESS.finditer(shown.stderr)] == ["9/10", "10/10"], shown.stderr
 
-    export = edgellm("export", ckpt, folder)
+    export = edgellm("export", ckpt, folder, env=env)
     assert export.returncode == 0, export.stderr
+    assert not LIBRARY_LINE.findall(export.stderr), export.stderr
     assert (folder / "model.onnx").is_file() and (folder / "README.md").is_file()
     # int8 by default: kept or refused, and the decision is said
     weights = json.loads((folder / "config.json").read_text())["edgellm"]["onnx"]["weights"]

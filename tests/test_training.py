@@ -75,6 +75,54 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_in_optimizer_steps():
         [x for x in lrs for _ in range(3)])
 
 
+def test_a_time_budget_plans_the_steps_from_the_measured_speed(monkeypatch):
+    """RunControl's plan on a clock that this test moves: the steps that fit in the time left at
+    the speed since the first batch (evaluations included), at most the cap; the schedule's
+    decay ends with the plan, and a slower machine gets a shorter plan."""
+    import keras
+
+    from edgellm.training import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as fit sets it
+    schedule = optim.WarmupCosine(peak=1.0, warmup=2, total=10**6, min_ratio=0.1)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule)
+    optimizer.build(model.trainable_variables)
+    schedule.plan_with(optimizer)
+    control = callbacks.RunControl(tokens_per_batch=1, grad_accum=1, cap=10**6, time_budget=100.0, started=0.0,
+                                   schedule=schedule)
+    control.set_model(model)
+    control.begin(0)
+    control.on_epoch_begin(0)
+
+    def run(batches: range, seconds_each: float):
+        for batch in batches:
+            control.on_train_batch_begin(batch)
+            clock[0] += seconds_each
+            control.on_train_batch_end(batch)
+
+    run(range(0, 1), 5.0)  # the first step compiles: not counted in the speed
+    run(range(1, 51), 0.1)  # 10 steps/s: after 50 of them (t = 10 s), 90 s at 10 steps/s are left
+    control.on_train_batch_begin(51)
+    assert control.total == 52 + 900 and not model.stop_training
+    assert float(schedule(control.total)) == pytest.approx(0.1) and float(schedule(51)) > 0.9
+    run(range(51, 151), 0.2)  # slower: 150 steps and a 1 s pause (an evaluation) in 26 s, 69 s left
+    clock[0] += 1.0
+    control.on_train_batch_begin(151)
+    assert control.total == 152 + int(69 * 150 / 26)
+    capped = callbacks.RunControl(1, 1, cap=300, time_budget=100.0, started=0.0, schedule=schedule)
+    capped.set_model(model)
+    capped.begin(0)
+    capped.on_epoch_begin(0)
+    control = capped
+    run(range(0, 1), 5.0)
+    run(range(1, 51), 0.1)
+    control.on_train_batch_begin(51)
+    assert control.total == 300  # --steps is the most it plans
+
+
 def test_weight_decay_reaches_matrices_only():
     model = GPT(ModelConfig(vocab_size=64, context_length=8, num_layers=1, num_heads=2, hidden_size=16,
                             use_bias=True, tie_embeddings=False)).build_weights()
@@ -260,13 +308,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path
     assert np.isfinite(model.wte.embeddings.numpy()).all()
 
 
-def test_time_budget_stops_by_wall_clock_then_validates_and_saves(corpus_file, tmp_path, cache):
-    metrics = train([corpus_file], tmp_path / "budget", steps=100_000, eval_interval=50, time_budget=4.0,
+def test_time_budget_stops_by_wall_clock_or_its_plan_then_validates_and_saves(corpus_file, tmp_path, cache):
+    budget = 6.0
+    metrics = train([corpus_file], tmp_path / "budget", steps=100_000, eval_interval=50, time_budget=budget,
                     cache_dir=cache, **SMALL)
     assert 0 < metrics["steps"] < 100_000 and np.isfinite(metrics["val_loss_per_char"])
     assert metrics["val_perplexity"] == pytest.approx(np.exp(metrics["val_loss"]))
     meta = checkpoint.load_meta(tmp_path / "budget")
-    assert meta["state"]["step"] == metrics["steps"] and meta["training"]["time_budget"] == 4.0
+    assert meta["state"]["step"] == metrics["steps"] and meta["training"]["time_budget"] == budget
+    last = checkpoint.read_history(tmp_path / "budget")[-1]
+    peak, floor = SMALL["lr"], SMALL["lr"] * 0.1
+    # it stops at the budget, or at the end of its plan, where the decay ends
+    assert last["seconds"] >= budget or last["lr"] <= floor + 0.1 * (peak - floor), last
 
 
 def test_bad_input_gives_clear_errors_and_loses_nothing(corpus_file, tmp_path, cache):
@@ -403,7 +456,7 @@ def test_cli_reads_a_config_file_that_flags_override(corpus_file, tmp_path, cach
                       f'vocab_size = 300\nbatch_size = 4\ncache_dir = "{cache}"\nlr = 0.01\n')
     result = edgellm(corpus_file, "--out", tmp_path / "ckpt", "--config", config, "--lr", "0.002", "-v", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tmp_path / "ckpt") and "val_loss_per_char" in result.stderr
+    assert result.stdout.strip() == str(tmp_path / "ckpt") and "step 4/4: loss " in result.stderr
     meta = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert meta["training"]["lr"] == 0.002 and meta["training"]["steps"] == 4 and meta["metrics"]["steps"] == 4
     assert "--config" in meta["command"] and (tmp_path / "ckpt" / "logs").is_dir()

@@ -46,6 +46,8 @@ HISTORY_FILE = "history.csv"
 CURVE_FILE = "loss_curve.png"
 FIX = "The checkpoint is damaged: train again into a new --out, or restore the folder from a copy."
 
+PLAN_VARIABLE = "planned_steps"  # the time budget's plan of the schedule (optim.py), not saved
+
 
 def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[dict] | None = None) -> None:
     """Write weights, training state, tokenizer, history, curve and metadata into `out_dir`."""
@@ -146,6 +148,11 @@ def check_writable(out_dir: Path) -> None:
                          "Choose another --out.") from None
 
 
+def _optimizer_state(model) -> list:
+    """The optimizer's variables but the time budget's plan, which a resumed run makes anew."""
+    return [v for v in model.optimizer.variables if v.name != PLAN_VARIABLE]
+
+
 def restore_train_state(ckpt_dir: Path, model) -> int:
     """Load weights, optimizer variables and seed states into a compiled `model` whose optimizer
     is built. Returns the micro-step the checkpoint was saved at."""
@@ -171,7 +178,7 @@ def restore_train_state(ckpt_dir: Path, model) -> int:
         raise ValueError(f"Checkpoint {ckpt_dir} is inconsistent: {STATE_FILE} is from micro-step "
                          f"{micro_step} but {META_FILE} from {meta['state']['micro_step']}. Its save "
                          "was cut short; train a new run in another --out.")
-    for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
+    for group, variables in (("optimizer", _optimizer_state(model)), ("rng", _seed_states(model))):
         n = int(array(f"{group}_count"))
         if n != len(variables):
             raise ValueError(f"Checkpoint {ckpt_dir} holds {n} {group} variables but this run has "
@@ -221,7 +228,7 @@ def _seed_states(model) -> list:
 
 def _save_train_state(path: Path, model, micro_step: int) -> None:
     arrays = {"micro_step": np.array(micro_step)}
-    for group, variables in (("optimizer", model.optimizer.variables), ("rng", _seed_states(model))):
+    for group, variables in (("optimizer", _optimizer_state(model)), ("rng", _seed_states(model))):
         arrays[f"{group}_count"] = np.array(len(variables))
         for i, variable in enumerate(variables):
             arrays[f"{group}/{i}"] = np.asarray(variable)

@@ -95,19 +95,21 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Cluster | None:
 
 
 def for_run(opts, log) -> Cluster | None:
-    """The cluster of a training run with options `opts`, checked; None for a single process."""
-    import keras
-
+    """The cluster of a training run with options `opts`, checked; None for a single process.
+    TF_CONFIG is read before Keras (and TensorFlow) start, so a bad one is the only line printed."""
     cluster = from_environment()
     if opts.distribute != "multiworker":
         if cluster is not None:
             log(f"TF_CONFIG is set but --distribute is {opts.distribute}: training in this process alone")
         return None
-    if cluster is not None and (cluster.chief or keras.backend.backend() == "tensorflow"):
-        check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
     if cluster is not None and cluster.count > 1 and opts.time_budget is not None:
         raise ValueError(f"--time-budget cannot be used with several workers: each would stop at another step. "
                          f"Received: time_budget={opts.time_budget}, {cluster.count} workers. Set --steps instead.")
+    if cluster is not None:
+        from edgellm import libraries
+
+        if cluster.chief or libraries.load("keras").backend.backend() == "tensorflow":
+            check_port_free(cluster)  # TensorFlow: every worker listens; JAX: the coordinator
     return cluster
 
 

@@ -17,6 +17,8 @@ import math
 import keras
 from keras import ops
 
+from edgellm.training.checkpoint import PLAN_VARIABLE
+
 
 @keras.saving.register_keras_serializable(package="edgellm")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -27,12 +29,25 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, warmup: int, total: int, min_ratio: float = 0.1, grad_accum: int = 1):
         self.peak, self.warmup, self.total = float(peak), int(warmup), int(total)
         self.min_ratio, self.grad_accum = float(min_ratio), int(grad_accum)
+        self.planned = None  # a variable holding `total` once plan_with() is called
+
+    def plan_with(self, optimizer) -> None:
+        """Hold `total` in a variable of `optimizer`, so `set_total` moves the end of the decay
+        while training runs (the time budget's plan, callbacks.RunControl) without tracing the
+        step again. A variable of the optimizer, so JAX's step receives it as state."""
+        self.planned = optimizer.add_variable((), initializer=keras.initializers.Constant(self.total),
+                                              dtype="float32", name=PLAN_VARIABLE)
+
+    def set_total(self, total: int) -> None:
+        self.total = int(total)
+        self.planned.assign(float(total))
 
     def __call__(self, step):
         step = ops.cast(ops.floor_divide(step, self.grad_accum), "float32")
+        total = self.total if self.planned is None else ops.convert_to_tensor(self.planned)
         # step s uses the rate of "s + 1 steps done", so the first step is not wasted at lr = 0
         warm = self.peak * (step + 1.0) / max(1, self.warmup)
-        progress = ops.clip((step - self.warmup) / max(1, self.total - self.warmup), 0.0, 1.0)
+        progress = ops.clip((step - self.warmup) / ops.maximum(1.0, total - self.warmup), 0.0, 1.0)
         floor = self.peak * self.min_ratio
         cosine = floor + 0.5 * (self.peak - floor) * (1.0 + ops.cos(math.pi * progress))
         return ops.where(step < self.warmup, warm, cosine)

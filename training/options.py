@@ -47,7 +47,7 @@ class TrainOptions:
     vocab_size: int = _opt(2048, "Vocabulary size of the tokenizer to train. Smaller vocabularies "
                                  "train faster per step; larger ones see more text per token.")
     val_fraction: float = _opt(0.1, "Last fraction of each file held out for validation.")
-    cache_dir: str | None = _opt(None, "Cache for token ids and trained tokenizers. "
+    cache_dir: str | None = _opt(None, "Cache for token ids, trained tokenizers and compiled XLA steps. "
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)
@@ -102,8 +102,9 @@ class TrainOptions:
     # monitoring and stopping
     eval_interval: int = _opt(250, "Steps between validation runs, checkpoints and log rows.")
     eval_tokens: int = _opt(0, "Validation tokens per evaluation, spread over the whole split (0 = all).")
-    time_budget: float | None = _opt(None, "Stop after this many seconds of training (wall-clock, "
-                                           "evaluations included), then validate and save.", type=float)
+    time_budget: float | None = _opt(None, "Train for this many seconds (wall-clock, evaluations included), "
+                                           "then validate and save: the steps are planned from the measured "
+                                           "speed as training goes, at most --steps.", type=float)
     tensorboard: bool = _opt(True, "Write TensorBoard logs to OUT/logs (when tensorflow is installed).")
 
     def __post_init__(self):

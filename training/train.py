@@ -13,7 +13,7 @@ kept. Keras and a backend (TensorFlow by default, or JAX) are needed: `pip insta
 from __future__ import annotations
 
 import contextlib
-import math
+import os
 import shlex
 import signal
 import sys
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 
+from edgellm import libraries
 from edgellm.training import options as options_lib
 
 
@@ -36,7 +37,8 @@ def train(files: list[str] | None, out: str | Path, *, resume: bool = False,
         out: checkpoint folder. It must not hold a checkpoint unless `resume` or `force`.
         resume: continue the checkpoint in `out` exactly where it stopped.
         force: replace a checkpoint in `out` with a new run.
-        verbose: 0 silent, 1 progress bar, 2 one line per evaluation.
+        verbose: 0 silent, 1 one line per evaluation, redrawn as steps finish on a terminal,
+            2 one line per evaluation.
         callbacks: extra Keras callbacks for each `fit` call.
         command: the command line, recorded in checkpoint.json.
         **options: any TrainOptions field (options.py), e.g. steps=1000, lr=1e-3.
@@ -57,17 +59,23 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
     out_dir = Path(out)  # the options and the checkpoint are checked before Keras starts
     previous = checkpoint.previous_run(out_dir, resume, force)
     opts = options_lib.resolve(options, previous and previous["training"])
+    from edgellm.training import cluster as cluster_lib
 
-    import keras
+    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))  # TF_CONFIG too
+
+    keras = libraries.load("keras")  # and TensorFlow: quietly in `edgellm train`
 
     from edgellm.tokenizer import Tokenizer
-    from edgellm.training import cluster as cluster_lib, data, distribute, fine_tune, optim
-    from edgellm.training.callbacks import LossNotFinite, Recorder, RunControl, StopOnNonFiniteLoss, tensorboard_logs
+    from edgellm.training import data, distribute, fine_tune, optim
+    from edgellm.training.callbacks import (LossNotFinite, Progress, Recorder, RunControl, StopOnNonFiniteLoss,
+                                            tensorboard_logs)
     from edgellm.training.model import build_model
 
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
+    if opts.xla and keras.backend.backend() == "tensorflow":
+        _keep_compiled_steps(cache_dir)
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
-    cluster = cluster_lib.for_run(opts, lambda message: _log(verbose, message))
     # the chief (or a single process) writes to --out; other workers to a folder removed at the end
     place = stack.enter_context(cluster_lib.writing_place(out_dir, cluster))
     if cluster is not None:
@@ -105,7 +113,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                                         opts.context_length, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
-        cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
         if tokenizer is None:
             _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
             tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
@@ -139,6 +146,8 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         model.compile(optimizer=optimizer, jit_compile=xla,
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction))
         model.optimizer.build(model.trainable_variables)
+        if opts.time_budget is not None:
+            schedule.plan_with(model.optimizer)  # the decay ends with the budget: RunControl plans it
         parallel.prepare(model, batches(0, 1)[0])
         if fine_tuning:
             fine_tune.load_init_weights(model, opts.init)
@@ -147,9 +156,12 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
-        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, opts.time_budget, started)
+        total = opts.steps * opts.grad_accum  # micro-batches
+        control = RunControl(opts.batch_size * opts.context_length, opts.grad_accum, total, opts.time_budget, started,
+                             schedule if opts.time_budget is not None else None)
         recorder = Recorder(history, control, schedule, val_tokens_per_char, started, state.get("seconds", 0.0))
-        fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder,
+        progress = [Progress(recorder, live=None if verbose == 1 else False)] if verbose else []
+        fit_callbacks = [control, StopOnNonFiniteLoss(control), recorder, *progress,
                          *tensorboard_logs(place, opts.tensorboard, lambda m: _log(verbose, m)), *(callbacks or [])]
 
         saved = []
@@ -159,7 +171,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
             checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 
-        total = opts.steps * opts.grad_accum  # micro-batches
         interval = opts.eval_interval * opts.grad_accum
         if position >= total:
             raise ValueError(f"Nothing to train: the checkpoint in {out_dir} is already at step "
@@ -167,14 +178,14 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                              "Raise --steps to go on.")
         try:
             with _stop_on_ctrl_c(control, verbose, alone=parallel.workers == 1):
-                while position < total and not (control.expired or control.interrupted):
-                    end = min(total, (position // interval + 1) * interval)
+                while position < control.total and not (control.expired or control.interrupted):
+                    end = min(control.total, (position // interval + 1) * interval)
                     control.begin(position)
                     model.fit(parallel.train_input(batches(position, end - position)), steps_per_epoch=end - position,
-                              epochs=math.ceil(total / interval), initial_epoch=position // interval,
+                              epochs=position // interval + 1, initial_epoch=position // interval,
                               validation_data=validation, validation_batch_size=parallel.validation_batch_size,
                               shuffle=False,  # batch i must be batch i, or resuming is not exact
-                              callbacks=fit_callbacks, verbose=verbose)
+                              callbacks=fit_callbacks, verbose=0)
                     position = control.position
                     save()
         except LossNotFinite as error:
@@ -199,6 +210,19 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                   f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}"
                   + ("" if place == out_dir else " (the chief's)"))
     return metrics
+
+
+def _keep_compiled_steps(cache_dir: Path) -> None:
+    """Let XLA keep the training and validation steps it compiles in CACHE/xla-tensorflow-VERSION,
+    so a resumed run, or any run of a shape compiled before, loads them instead of compiling
+    again (about 15 s of each start on 2 CPU cores, docs/training.md). TensorFlow reads
+    TF_XLA_FLAGS when it first compiles; a flag set by the user is kept."""
+    import tensorflow as tf
+
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "tf_xla_persistent_cache_directory" not in flags:
+        folder = cache_dir / f"xla-tensorflow-{tf.__version__}"
+        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
@@ -264,8 +288,10 @@ def _log(verbose: int, message: str) -> None:
               "its options are the defaults (shape and data options cannot change).")
 @click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--verbose", "-v", type=click.IntRange(0, 2), default=1,
-              help="0: quiet, 1: progress bar, 2: one line per evaluation.")
+              help="0: quiet, 1: one line per evaluation, redrawn as steps finish on a terminal, "
+                   "2: one line per evaluation.")
 @options_lib.click_options
+@libraries.option
 @click.pass_context
 def command(ctx, files, out, resume, force, verbose, **values):
     """Train a decoder-only Transformer on UTF-8 text FILES.
@@ -289,7 +315,7 @@ def command(ctx, files, out, resume, force, verbose, **values):
     given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
     command_line = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress bar on stdout
+        with contextlib.redirect_stdout(sys.stderr):  # stdout holds the checkpoint folder only
             train(list(files), out, resume=resume, force=force, verbose=verbose, command=command_line, **given)
     except ValueError as error:
         raise click.ClickException(str(error)) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from edgellm import libraries
 from edgellm.cli.group import Group
 from edgellm.cli.options import CONTEXT
 from edgellm.cli.runtime import bench, chat, evaluate_command, generate, info
@@ -49,6 +50,7 @@ def main():
               help="hf: also write model.safetensors, so transformers' GPT2LMHeadModel loads the folder "
                    "(architectures that are exactly GPT-2's only).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
+@libraries.option
 def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
     """Export a training CHECKPOINT to a validated ONNX model folder OUT_DIR.
 
