@@ -127,3 +127,19 @@ def test_keras_and_onnx_logits_equal_transformers(made, name, tmp_path):
     positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
     logits, _ = runtime.forward(ids, mask, positions, runtime.empty_past(ids.shape[0]))
     np.testing.assert_allclose(logits, reference, atol=ATOL, rtol=0)
+
+
+def test_train_init_from_a_gguf_fine_tunes_its_weights_and_keeps_its_chat_template(made, tmp_path, corpus_file):
+    from edgellm.training import checkpoint, pretrained
+    from edgellm.training.train import train
+
+    out = tmp_path / "ft"
+    # a learning rate of 1e-9 moves no weight by more than about 1e-9: the logits stay the source's
+    train([str(corpus_file)], str(out), init=str(made["llama-q8_0.gguf"]), context_length=32, steps=1, lr=1e-9,
+          warmup=1, batch_size=2, eval_interval=1, eval_tokens=64, verbose=0)
+    model, tokenizer, meta = checkpoint.load_model(out)
+    assert model.config.context_length == 32 and model.config.norm == "rms"
+    np.testing.assert_allclose(np.asarray(model(IDS[:, :16])), keras_logits(made["llama-q8_0.gguf"])[:, :16],
+                               atol=ATOL, rtol=0)
+    assert meta["chat_template"] == sources.CHATML and tokenizer.split_digits
+    assert meta["stop_token_ids"] == pretrained.load(made["llama-q8_0.gguf"]).stop_token_ids

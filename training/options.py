@@ -52,9 +52,10 @@ class TrainOptions:
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)
-    init: str | None = _opt(None, "Fine-tune: start from the weights of this checkpoint folder, with its "
-                                  "tokenizer and shape (the model flags then default to the "
-                                  "checkpoint's); the optimizer starts afresh.", type=str)
+    init: str | None = _opt(None, "Fine-tune: start from the weights of this checkpoint folder, or of a "
+                                  "pretrained GGUF file or Hugging Face model folder (all weights trained), "
+                                  "with its tokenizer and shape (the model flags then default to the "
+                                  "source's); the optimizer starts afresh.", type=str)
     prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
                                           "loss (0: completion only; validation always counts the "
                                           "completion only).")
