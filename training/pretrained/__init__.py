@@ -127,6 +127,9 @@ def assign(model, tensors: dict[str, np.ndarray]) -> None:
     cfg = model.config
 
     def put(variable, value, what: str):
+        if value is None:
+            raise ValueError(f"The source has no tensor for {what} (see TENSORS in training/pretrained/). Received: "
+                             f"{len(tensors)} tensors. Pass a complete checkpoint of a supported architecture.")
         value = np.asarray(value, np.float32)
         if tuple(variable.shape) != value.shape:
             raise ValueError(f"The source's {what} has shape {value.shape} but the model needs "
@@ -137,18 +140,19 @@ def assign(model, tensors: dict[str, np.ndarray]) -> None:
         return role if i is None else f"{role}/{i}"
 
     def norm(layer, role, i=None):  # RMSNorm's scale, or LayerNorm's gamma and (if centred) beta
-        put(layer.gamma if hasattr(layer, "gamma") else layer.scale, tensors[key(role, i)], key(role, i))
+        put(layer.gamma if hasattr(layer, "gamma") else layer.scale, tensors.get(key(role, i)), key(role, i))
         if getattr(layer, "center", False):
-            put(layer.beta, tensors[key(f"{role}.bias", i)], key(f"{role}.bias", i))
+            put(layer.beta, tensors.get(key(f"{role}.bias", i)), key(f"{role}.bias", i))
 
     def dense(layer, role, i):  # (out, in) -> Keras's (in, out) kernel
-        put(layer.kernel, tensors[key(role, i)].T, key(role, i))
+        weight = tensors.get(key(role, i))
+        put(layer.kernel, None if weight is None else weight.T, key(role, i))
         if layer.use_bias:
-            put(layer.bias, tensors[key(f"{role}.bias", i)], key(f"{role}.bias", i))
+            put(layer.bias, tensors.get(key(f"{role}.bias", i)), key(f"{role}.bias", i))
 
-    put(model.wte.embeddings, tensors["wte"], "wte")
+    put(model.wte.embeddings, tensors.get("wte"), "wte")
     if model.wpe is not None:
-        put(model.wpe.embeddings, tensors["wpe"][: cfg.context_length], "wpe")
+        put(model.wpe.embeddings, tensors["wpe"][: cfg.context_length] if "wpe" in tensors else None, "wpe")
     for i, block in enumerate(model.blocks):
         norm(block.ln_1, "ln_1", i)
         norm(block.ln_2, "ln_2", i)
@@ -160,7 +164,7 @@ def assign(model, tensors: dict[str, np.ndarray]) -> None:
             dense(block.fc_gate, "fc_gate", i)
     norm(model.ln_f, "ln_f")
     if model.lm_head is not None:
-        put(model.lm_head.kernel, tensors["lm_head"].T, "lm_head")
+        put(model.lm_head.kernel, tensors["lm_head"].T if "lm_head" in tensors else None, "lm_head")
 
 
 def pack_qkv(tensors: dict[str, np.ndarray], num_layers: int) -> None:
