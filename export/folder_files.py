@@ -4,7 +4,8 @@
   edgellm's document under the one key "edgellm" (format_version, architecture, special tokens,
   ONNX names, KV-cache layout, provenance). `model_type` is "gpt2" (its keys n_layer, n_head,
   n_embd, n_positions), or "llama" when the model has fewer key/value heads than query heads, since
-  the loaders size their empty cache by `num_key_value_heads`, which GPT-2's config lacks.
+  the loaders size their empty cache by `num_key_value_heads`, which GPT-2's config lacks, or
+  RMSNorm or a SwiGLU MLP (a pretrained Llama-family model).
   "architectures" names GPT2LMHeadModel only for an exact GPT-2 (see `gpt2_mismatch`).
 - tokenizer_config.json: tokenizer class, special tokens, model_max_length, chat_template.
 - generation_config.json: the folder's default settings under Hugging Face's names.
@@ -28,14 +29,18 @@ from edgellm.tasks import COMPLETION_TOKEN, END_TOKEN
 LAYER_NORM_EPSILON = 1e-5  # training/model.py's LayerNormalization
 
 
-def write(folder: Path, cfg, tokenizer, doc: dict, settings: dict) -> None:
+def write(folder: Path, cfg, tokenizer, doc: dict, settings: dict, chat_template: str | None = None) -> None:
     """Write the four JSON files into `folder` from edgellm's document `doc` (config.json's
-    "edgellm" key) and the default generation `settings` (GenerationConfig's names)."""
+    "edgellm" key) and the default generation `settings` (GenerationConfig's names); a pretrained
+    model brings its own `chat_template` and special tokens (doc["special_tokens"])."""
     special = doc["special_tokens"]
     generation = generation_config(settings, special)
     write_config(folder, cfg, doc)
-    _write(folder / model_folder.TOKENIZER_CONFIG_FILE,
-           tokenizer_config(tokenizer, cfg, doc.get("prompt_template") == "completion"))
+    doc_tokenizer = tokenizer_config(tokenizer, cfg, doc.get("prompt_template") == "completion")
+    if chat_template is not None:
+        names = {key.replace("_id", ""): tokenizer.decode([i]) for key, i in special.items() if i is not None}
+        doc_tokenizer.update(names, unk_token=None, chat_template=chat_template)
+    _write(folder / model_folder.TOKENIZER_CONFIG_FILE, doc_tokenizer)
     _write(folder / model_folder.GENERATION_CONFIG_FILE, generation)
     _write(folder / model_folder.GENAI_CONFIG_FILE, genai_config(cfg, special, generation, doc["onnx"]["kv_cache"]))
 
@@ -55,6 +60,17 @@ def gpt2_mismatch(cfg) -> str | None:
         return f"position_embedding={cfg.position_embedding!r} (GPT-2 has a learned position table)"
     if cfg.kv_heads != cfg.num_heads:
         return f"num_kv_heads={cfg.num_kv_heads} (GPT-2 has one key/value head per query head)"
+    if (cfg.norm, cfg.mlp, cfg.norm_eps, cfg.ffn_size) != ("layer", "gelu", LAYER_NORM_EPSILON, 4 * cfg.hidden_size):
+        return (f"norm={cfg.norm!r}, norm_eps={cfg.norm_eps}, mlp={cfg.mlp!r}, intermediate_size={cfg.ffn_size} "
+                f"(GPT-2 has LayerNorm with epsilon 1e-5 and a GELU MLP 4 x hidden_size wide)")
+    return None
+
+
+def llama_mismatch(cfg) -> str | None:
+    """Why the architecture is not exactly Llama's (None when it is): RMSNorm, SwiGLU, rotary
+    positions, no biases."""
+    if (cfg.norm, cfg.mlp, cfg.position_embedding, cfg.use_bias) != ("rms", "swiglu", "rope", False):
+        return f"norm={cfg.norm!r}, mlp={cfg.mlp!r}, position_embedding={cfg.position_embedding!r}, use_bias={cfg.use_bias}"
     return None
 
 
@@ -62,11 +78,14 @@ def config_json(cfg, special: dict, edgellm_doc: dict) -> dict:
     """config.json: Hugging Face's keys, then edgellm's document under "edgellm"."""
     common = {"vocab_size": cfg.vocab_size, **special, "tie_word_embeddings": cfg.tie_embeddings,
               "use_cache": True}
-    if cfg.kv_heads != cfg.num_heads:
+    if cfg.kv_heads != cfg.num_heads or cfg.norm == "rms" or cfg.mlp == "swiglu":
         hf = {"model_type": "llama", "hidden_size": cfg.hidden_size, "num_attention_heads": cfg.num_heads,
               "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.head_dim, "num_hidden_layers": cfg.num_layers,
-              "intermediate_size": 4 * cfg.hidden_size, "max_position_embeddings": cfg.context_length,
-              "hidden_act": "gelu_pytorch_tanh"}
+              "intermediate_size": cfg.ffn_size, "max_position_embeddings": cfg.context_length,
+              "hidden_act": "silu" if cfg.mlp == "swiglu" else "gelu_pytorch_tanh"}
+        if llama_mismatch(cfg) is None:
+            hf = {"architectures": ["LlamaForCausalLM"], **hf, "rms_norm_eps": cfg.norm_eps,
+                  "rope_theta": cfg.rope_theta, "attention_bias": False, "mlp_bias": False}
     else:
         hf = {"model_type": "gpt2", "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "n_embd": cfg.hidden_size,
               "n_positions": cfg.context_length, "n_ctx": cfg.context_length, "n_inner": 4 * cfg.hidden_size,

@@ -86,7 +86,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     """Export a training checkpoint to a validated model folder. Returns config.json's provenance.
 
     Args:
-        checkpoint_dir: a folder written by `edgellm train`.
+        checkpoint_dir: a folder written by `edgellm train`, or a pretrained source: a GGUF file or
+            a Hugging Face model folder (training/pretrained/).
         out_dir: the model folder to create (refused if it exists, unless `force`).
         opset: ONNX opset.
         weights: "int8" (default) or "int4": block-wise weights (blockwise.py), kept where held-out
@@ -107,7 +108,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
 
     from edgellm import model_card
     from edgellm.export import folder_files, hf_weights, quantize, staging, validate, variants
-    from edgellm.training import checkpoint
+    from edgellm.training import checkpoint, pretrained
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}. Received: format={fmt!r}")
@@ -120,11 +121,15 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
                          f"tf2onnx {OPSETS[-1]} at most). Received: opset={opset!r}")
     out_dir = Path(out_dir)
     staging.check_target(out_dir, force)  # clear errors before TensorFlow starts
-    meta = checkpoint.load_meta(checkpoint_dir)
+    source = pretrained.load(checkpoint_dir) if pretrained.is_source(checkpoint_dir) else None
+    meta = pretrained_meta(source) if source else checkpoint.load_meta(checkpoint_dir)
     if fmt == "hf":
         hf_weights.check_architecture(ModelConfig.from_dict(meta["architecture"]))
     _import_tensorflow()
-    model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
+    if source:
+        model, tokenizer = pretrained.build_model(source), source.tokenizer
+    else:
+        model, tokenizer, meta = checkpoint.load_model(checkpoint_dir)
     proto = to_onnx(model, opset, kv_cache)
 
     tmp = staging.new_folder(out_dir)
@@ -134,11 +139,11 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         onnx.save(proto, tmp / model_folder.MODEL_FILE)
         tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
         eos = tokenizer.eos_token_id
-        special = {"eos_token_id": eos, "bos_token_id": eos, "pad_token_id": eos}
+        special = meta.get("special_tokens") or {"eos_token_id": eos, "bos_token_id": eos, "pad_token_id": eos}
         sampling = ({"max_new_tokens": model.config.context_length, "temperature": 0.0}  # a task: greedy
                     if meta.get("task_examples") else
                     {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "top_p": 0.95})
-        provenance = {"checkpoint": str(checkpoint_dir), "command": meta.get("command"),
+        provenance = {"checkpoint": str(checkpoint_dir), "source": meta.get("source"), "command": meta.get("command"),
                       "data": meta.get("data"), "training": meta.get("training"),
                       "metrics": meta.get("metrics"), "data_licences": _data_licences(meta.get("data") or []),
                       "versions": {**meta.get("versions", {}), **_export_versions()}}
@@ -154,7 +159,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         }
         if meta.get("task_examples"):  # a task model: the runtime wraps prompts in its template
             config["prompt_template"] = "completion"
-        folder_files.write(tmp, model.config, tokenizer, config, {**sampling, "stop_token_ids": [eos]})
+        folder_files.write(tmp, model.config, tokenizer, config,
+                           {**sampling, "stop_token_ids": meta.get("stop_token_ids") or [eos]}, meta.get("chat_template"))
         if fmt == "hf":
             hf_weights.save(model, tmp)
 
@@ -190,6 +196,12 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return provenance
+
+
+def pretrained_meta(source) -> dict:
+    """What export reads of a checkpoint's meta, for a pretrained source (training/pretrained/)."""
+    return {"architecture": source.config.to_dict(), "source": source.source, "special_tokens": source.special_tokens,
+            "stop_token_ids": source.stop_token_ids, "chat_template": source.chat_template}
 
 
 def _data_licences(files: list[str]) -> dict:

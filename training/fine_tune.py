@@ -1,5 +1,8 @@
 """Fine-tuning starts from another checkpoint (`--init`): its shape, its tokenizer, its weights.
 
+`--init` may also name a pretrained source, a GGUF file or a Hugging Face model folder
+(training/pretrained/): full fine-tuning of all its weights, with its tokenizer.
+
 The new run keeps the model's shape (a flag that contradicts it is an error) and its tokenizer,
 which train.py extends with a task model's special tokens; the embedding rows of those new ids
 keep their fresh initialisation, every other weight comes from the checkpoint.
@@ -13,8 +16,37 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+from pathlib import Path
 
-from edgellm.training import checkpoint, options
+from edgellm.config import ModelConfig
+from edgellm.training import checkpoint, options, pretrained
+
+
+@functools.lru_cache(maxsize=1)
+def _source(init: str) -> pretrained.Pretrained:
+    return pretrained.load(init)
+
+
+def init_tokenizer(init: str):
+    """The tokenizer of the --init checkpoint or pretrained source."""
+    from edgellm.tokenizer import Tokenizer
+
+    return _source(init).tokenizer if pretrained.is_source(init) else Tokenizer.load(Path(init) / checkpoint.TOKENIZER_FILE)
+
+
+def init_meta(init: str) -> dict:
+    """What a checkpoint of a model fine-tuned from a pretrained source keeps of it for export (its
+    special tokens, stop ids and chat template); nothing for an edgellm checkpoint."""
+    if not pretrained.is_source(init):
+        return {}
+    from edgellm.export.onnx_export import pretrained_meta
+
+    meta = pretrained_meta(_source(init))
+    return {key: meta[key] for key in SOURCE_KEYS}
+
+
+SOURCE_KEYS = ("source", "special_tokens", "stop_token_ids", "chat_template")  # kept in checkpoint.json
 
 
 def shape_of_init(opts, given: dict):
@@ -22,8 +54,13 @@ def shape_of_init(opts, given: dict):
     if opts.tokenizer:
         raise ValueError("Pass --init or --tokenizer, not both: a fine-tuned model keeps the tokenizer of "
                          f"its checkpoint. Received: init={opts.init!r}, tokenizer={opts.tokenizer!r}")
-    arch = {"num_kv_heads": 0, **checkpoint.load_meta(opts.init)["architecture"]}  # older checkpoints lack it
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}  # older checkpoints lack later fields
+    arch = {**defaults, **(_source(opts.init).config.to_dict() if pretrained.is_source(opts.init)
+                           else checkpoint.load_meta(opts.init)["architecture"])}
     for name in options.SHAPE:
+        if name == "context_length" and arch["position_embedding"] != "learned" and \
+                type(given.get(name)) is int and 1 <= given[name] <= arch[name]:
+            arch[name] = given[name]  # no position table: shorter windows fine (SmolLM2's 8,192 is a lot on a CPU)
         if name in given and given[name] != arch[name]:
             raise ValueError(f"{options.flag(name)} must be the --init checkpoint's ({arch[name]!r}): "
                              f"fine-tuning keeps the model's shape. Received: {given[name]!r}. Drop the flag.")
@@ -33,7 +70,7 @@ def shape_of_init(opts, given: dict):
 def load_init_weights(model, init: str) -> None:
     """The --init checkpoint's weights into `model`; token ids added to its tokenizer keep their
     fresh random rows in the embedding (and output layer)."""
-    before, _, _ = checkpoint.load_model(init)
+    before = pretrained.build_model(_source(init)) if pretrained.is_source(init) else checkpoint.load_model(init)[0]
 
     def inside(var):  # the path below the model's own (auto-numbered) name
         return var.path.split("/", 1)[1]

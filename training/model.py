@@ -1,6 +1,7 @@
 """The decoder-only Transformer, in Keras 3 with keras.ops only (TensorFlow, JAX or PyTorch backend).
 
-Pre-LayerNorm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)). Positions are a learned table
+Pre-norm GPT blocks: x + attn(ln(x)), then x + mlp(ln(x)); LayerNorm and a tanh-GELU MLP
+(GPT-2), or RMSNorm and a SwiGLU MLP (Llama), per the config's `norm` and `mlp`. Positions are a learned table
 (GPT-2), rotary embeddings (rope) or ALiBi (see positions.py); optionally tied input/output
 embeddings. Under mixed precision (a "mixed_bfloat16" or
 "mixed_float16" dtype policy when the model is built) weights stay float32; attention softmax and
@@ -94,14 +95,40 @@ class CausalSelfAttention(layers.Layer):
         return self.proj(y), k, v
 
 
+class RMSNorm(layers.Layer):
+    """Llama's RMSNorm: x / sqrt(mean(x^2) + epsilon) * scale, computed in float32."""
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        x32 = x32 * ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        return ops.cast(x32 * ops.cast(self.scale, "float32"), self.compute_dtype)
+
+
+def norm_layer(config: ModelConfig, name: str) -> layers.Layer:
+    """The block's normalization: LayerNorm (a bias when use_bias) or RMSNorm, per config.norm."""
+    if config.norm == "rms":
+        return RMSNorm(config.norm_eps, name=name)
+    return layers.LayerNormalization(epsilon=config.norm_eps, center=config.use_bias, name=name)
+
+
 class Block(layers.Layer):
     def __init__(self, config: ModelConfig, init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
-        c = config.hidden_size
-        self.ln_1 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_1")
+        c, inner = config.hidden_size, config.ffn_size
+        self.ln_1 = norm_layer(config, "ln_1")
         self.attn = CausalSelfAttention(config, init_std, name="attn")
-        self.ln_2 = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_2")
-        self.fc = layers.Dense(4 * c, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="fc")
+        self.ln_2 = norm_layer(config, "ln_2")
+        self.fc = layers.Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="fc")
+        # SwiGLU's gate (Llama's gate_proj); fc is then its up projection
+        self.fc_gate = layers.Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std),
+                                    name="fc_gate") if config.mlp == "swiglu" else None
         self.fc_proj = layers.Dense(c, use_bias=config.use_bias, name="fc_proj",
                                     kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.dropout = layers.Dropout(config.dropout)
@@ -109,8 +136,12 @@ class Block(layers.Layer):
     def call(self, x, bias, rotary=None, past_key=None, past_value=None, training=None, fused=False):
         a, k, v = self.attn(self.ln_1(x), bias, rotary, past_key, past_value, training=training, fused=fused)
         x = x + self.dropout(a, training=training)
-        # tanh GELU: exact GELU lowers to the TF op Erfc, which tf2onnx cannot convert
-        m = self.fc_proj(keras.activations.gelu(self.fc(self.ln_2(x)), approximate=True))
+        h = self.ln_2(x)
+        if self.fc_gate is None:
+            # tanh GELU: exact GELU lowers to the TF op Erfc, which tf2onnx cannot convert
+            m = self.fc_proj(keras.activations.gelu(self.fc(h), approximate=True))
+        else:
+            m = self.fc_proj(keras.activations.silu(self.fc_gate(h)) * self.fc(h))
         return x + self.dropout(m, training=training), k, v
 
 
@@ -135,7 +166,7 @@ class GPT(keras.Model):
         self.wpe = positions.learned_table(config, init_std)  # None for rope and alibi
         self.drop = layers.Dropout(config.dropout)
         self.blocks = [Block(config, init_std, name=f"block_{i}") for i in range(config.num_layers)]
-        self.ln_f = layers.LayerNormalization(epsilon=1e-5, center=config.use_bias, name="ln_f")
+        self.ln_f = norm_layer(config, "ln_f")
         self.lm_head = None if config.tie_embeddings else layers.Dense(
             config.vocab_size, use_bias=False, kernel_initializer=_init(init_std), name="lm_head")
 
@@ -186,7 +217,7 @@ class GPT(keras.Model):
         x = self.wte(input_ids)  # (batch, seq, hidden)
         rotary = None
         if self.config.position_embedding == "rope":
-            rotary = positions.rotary_tables(position_ids, self.config.head_dim)
+            rotary = positions.rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta)
         elif self.wpe is not None:
             x = x + self.wpe(position_ids)
         x = self.drop(x, training=training)

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgellm.config import POSITION_EMBEDDINGS, SHORT_NAMES, ModelConfig
+from edgellm.config import MLPS, NORMS, POSITION_EMBEDDINGS, SHORT_NAMES, ModelConfig
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")
@@ -31,7 +31,8 @@ DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
 FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "num_layers", "num_heads",
                    "num_kv_heads", "hidden_size", "context_length", "use_bias", "tie_embeddings",
-                   "position_embedding", "batch_size", "grad_accum", "seed")
+                   "position_embedding", "norm", "norm_eps", "mlp", "intermediate_size", "rope_theta",
+                   "batch_size", "grad_accum", "seed")
 # the options that are the model's shape: ModelConfig's fields but dropout (a training choice)
 SHAPE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "dropout")
 
@@ -51,9 +52,10 @@ class TrainOptions:
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)
-    init: str | None = _opt(None, "Fine-tune: start from the weights of this checkpoint folder, with its "
-                                  "tokenizer and shape (the model flags then default to the "
-                                  "checkpoint's); the optimizer starts afresh.", type=str)
+    init: str | None = _opt(None, "Fine-tune: start from the weights of this checkpoint folder, or of a "
+                                  "pretrained GGUF file or Hugging Face model folder (all weights trained), "
+                                  "with its tokenizer and shape (the model flags then default to the "
+                                  "source's); the optimizer starts afresh.", type=str)
     prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
                                           "loss (0: completion only; validation always counts the "
                                           "completion only).")
@@ -72,6 +74,11 @@ class TrainOptions:
     position_embedding: str = _opt("learned", "Positions: a learned table (GPT-2), rotary (rope: relative "
                                               "positions) or alibi (a per-head penalty on distance: favours "
                                               "recent tokens).", choices=POSITION_EMBEDDINGS)
+    norm: str = _opt("layer", "Normalization: LayerNorm (GPT-2) or RMSNorm (Llama).", choices=NORMS)
+    norm_eps: float = _opt(1e-5, "Epsilon of the normalization layers.")
+    mlp: str = _opt("gelu", "MLP: GPT-2's tanh GELU or Llama's gated SiLU (swiglu).", choices=MLPS)
+    intermediate_size: int = _opt(0, "Inner width of the MLP (0: 4 x --width).")
+    rope_theta: float = _opt(10000.0, "Rotary positions: the base of the wavelengths.")
     init_std: float = _opt(0.02, "Standard deviation of the initial weights (GPT-2: 0.02). Narrow "
                                  "models start with near-uniform attention at 0.02; about "
                                  "1/sqrt(width) lets them find attention patterns sooner.")

@@ -35,9 +35,10 @@ def learned_table(config: ModelConfig, init_std: float) -> keras.layers.Embeddin
                                   embeddings_initializer=keras.initializers.RandomNormal(stddev=init_std / 2))
 
 
-def rotary_tables(position_ids, head_dim: int):
-    """cos and sin of each position times each rotary frequency: (batch, 1, seq, head_dim / 2)."""
-    inv_freq = 1.0 / (10000.0 ** (np.arange(0, head_dim, 2, dtype="float32") / head_dim))
+def rotary_tables(position_ids, head_dim: int, theta: float = 10000.0):
+    """cos and sin of each position times each rotary frequency: (batch, 1, seq, head_dim / 2).
+    Frequencies theta^(-2i / head_dim), computed in float64 like transformers' Llama, then float32."""
+    inv_freq = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype="float64") / head_dim))).astype("float32")
     angles = ops.cast(position_ids, "float32")[:, None, :, None] * inv_freq  # (batch, 1, seq, half)
     return ops.cos(angles), ops.sin(angles)
 

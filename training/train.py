@@ -88,8 +88,11 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
     fine_tuning = bool(opts.init) and not previous  # a resumed fine-tuning run restores its own state
     if fine_tuning:
         opts = fine_tune.shape_of_init(opts, options)
+    # a pretrained source's special tokens and chat template, for export
+    from_source = (fine_tune.init_meta(opts.init) if fine_tuning else
+                   {k: previous[k] for k in fine_tune.SOURCE_KEYS if k in (previous or {})})
     tokenizer = (Tokenizer.load(out_dir / checkpoint.TOKENIZER_FILE) if previous
-                 else Tokenizer.load(Path(opts.init) / checkpoint.TOKENIZER_FILE) if fine_tuning
+                 else fine_tune.init_tokenizer(opts.init) if fine_tuning
                  else Tokenizer.load(opts.tokenizer) if opts.tokenizer else None)
     if fine_tuning and opts.examples:  # a text model becomes a task model
         from edgellm.tasks import TASK_SPECIAL_TOKENS
@@ -167,7 +170,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         saved = []
 
         def save():
-            meta = _meta(opts, files, command, history, model, fingerprint, control, keras)
+            meta = {**_meta(opts, files, command, history, model, fingerprint, control, keras), **from_source}
             checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 

@@ -33,7 +33,7 @@ def main():
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.argument("checkpoint", metavar="SOURCE", type=click.Path(exists=True))
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--opset", default=17, type=click.IntRange(17, 18),  # export/onnx_export.py's OPSETS
               help="ONNX opset to convert to.")
@@ -52,7 +52,10 @@ def main():
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
 @libraries.option
 def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
-    """Export a training CHECKPOINT to a validated ONNX model folder OUT_DIR.
+    """Export SOURCE to a validated ONNX model folder OUT_DIR.
+
+    SOURCE is a training checkpoint folder, or a pretrained model: a GGUF file or a Hugging Face
+    model folder (Llama family or GPT-2; docs/pretrained.md).
 
     The float32 ONNX model (with KV cache) is checked against the Keras model before anything
     is written: at batch sizes 1 and 3 (left-padded), greedy tokens must be identical for 32 new

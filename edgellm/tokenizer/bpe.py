@@ -7,6 +7,9 @@ The file format is Hugging Face `tokenizers`' tokenizer.json (BPE model, ByteLev
 pre-tokenizer and decoder; json_format.py), so either library reads what the other wrote.
 Training lives in training.py.
 
+With `split_digits` (SmolLM's and StarCoder's tokenizers) every digit is a chunk of its own before
+GPT-2's pattern cuts the rest: "In 1995" -> "In", " ", "1", "9", "9", "5".
+
 Special tokens (`<|endoftext|>`) are atoms: never merged, and their text in user input is plain
 text unless `encode(..., allow_special=True)`.
 
@@ -32,6 +35,7 @@ SPLIT_PATTERN = regex.compile(
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+DIGIT = regex.compile(r"(\p{N})")  # Hugging Face's Digits(individual_digits=True), llama.cpp's \p{N} split
 CACHE_SIZE = 100_000  # chunks whose ids are remembered; prose repeats its words
 
 
@@ -44,9 +48,10 @@ class Tokenizer:
 
     Args:
         vocab: the bytes of every id, in id order; a special token's entry is its UTF-8 text.
-            Every single byte must have an id.
+            A byte without an id is skipped when encoding.
         merges: pairs of ids in rank order; each pair's concatenated bytes must be in `vocab`.
         special_tokens: text -> id of the special tokens.
+        split_digits: cut every digit into a chunk of its own before GPT-2's pattern.
 
     Example:
         >>> tok = Tokenizer([bytes([b]) for b in range(256)] + [b"hi", b"<eos>"], [(104, 105)], {"<eos>": 257})
@@ -55,8 +60,9 @@ class Tokenizer:
     """
 
     def __init__(self, vocab: Sequence[bytes], merges: Iterable[tuple[int, int]] = (),
-                 special_tokens: Mapping[str, int] | None = None):
+                 special_tokens: Mapping[str, int] | None = None, split_digits: bool = False):
         self.token_bytes = [bytes(b) for b in vocab]
+        self.split_digits = bool(split_digits)
         self.special_tokens = dict(special_tokens or {})
         n = len(self.token_bytes)
         for text, i in self.special_tokens.items():
@@ -67,11 +73,9 @@ class Tokenizer:
         id_of = {b: i for i, b in enumerate(self.token_bytes) if i not in special_ids}
         if len(id_of) != n - len(special_ids):
             raise TokenizerError("Two ids have the same bytes. Received: a vocabulary with duplicate entries")
-        missing = [b for b in range(256) if bytes([b]) not in id_of]
-        if missing:
-            raise TokenizerError(f"Every byte needs an id of its own. Received: no id for byte(s) "
-                                 f"{', '.join(f'0x{b:02x}' for b in missing[:8])}")
-        self.byte_ids = [id_of[bytes([b])] for b in range(256)]
+        # a byte without an id (some pretrained vocabularies lack a few control bytes) is skipped
+        # when encoding, as Hugging Face's BPE without an unknown token does
+        self.byte_ids = [id_of.get(bytes([b])) for b in range(256)]
         self.merges: dict[tuple[int, int], int] = {}  # pair -> merged id, in rank order
         for a, b in merges:
             merged = id_of.get(self.token_bytes[a] + self.token_bytes[b])
@@ -91,7 +95,7 @@ class Tokenizer:
         added = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
         start = len(self.token_bytes)
         return Tokenizer(self.token_bytes + [t.encode("utf-8") for t in added], list(self.merges),
-                         {**self.special_tokens, **{t: start + i for i, t in enumerate(added)}})
+                         {**self.special_tokens, **{t: start + i for i, t in enumerate(added)}}, self.split_digits)
 
     @property
     def vocab_size(self) -> int:
@@ -167,10 +171,11 @@ class Tokenizer:
     def _encode_ordinary(self, text: str) -> list[int]:
         ids: list[int] = []
         cache = self._cache
-        for chunk in SPLIT_PATTERN.findall(text):
+        pieces = DIGIT.split(text) if self.split_digits else (text,)
+        for chunk in (c for piece in pieces for c in SPLIT_PATTERN.findall(piece)):
             chunk_ids = cache.get(chunk)
             if chunk_ids is None:
-                chunk_ids = self._merge_chunk([self.byte_ids[b] for b in chunk.encode("utf-8")])
+                chunk_ids = self._merge_chunk([i for b in chunk.encode("utf-8") if (i := self.byte_ids[b]) is not None])
                 if len(cache) < CACHE_SIZE:
                     cache[chunk] = chunk_ids
             ids += chunk_ids
@@ -226,7 +231,7 @@ class Tokenizer:
         """This tokenizer as a Hugging Face tokenizer.json document, every id unchanged."""
         from edgellm.tokenizer import json_format as tokenizer_json
 
-        return tokenizer_json.document(self.token_bytes, self.merges, self.special_tokens)
+        return tokenizer_json.document(self.token_bytes, self.merges, self.special_tokens, self.split_digits)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json atomically (a temporary file, then a rename)."""
@@ -263,9 +268,9 @@ class Tokenizer:
         """A tokenizer from a parsed tokenizer.json document; `source` names it in errors."""
         from edgellm.tokenizer import json_format as tokenizer_json
 
-        vocab, merges, special_tokens = tokenizer_json.parse(doc, source)
+        vocab, merges, special_tokens, split_digits = tokenizer_json.parse(doc, source)
         try:
-            return cls(vocab, merges, special_tokens)
+            return cls(vocab, merges, special_tokens, split_digits)
         except TokenizerError as error:
             raise TokenizerError(f"{source}: {error}") from None
 

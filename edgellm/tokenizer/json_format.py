@@ -23,10 +23,13 @@ def bytes_to_unicode() -> dict[int, str]:
 
 BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+DIGITS = {"type": "Digits", "individual_digits": True}  # each digit alone, before ByteLevel's pattern
 
 
-def document(token_bytes: list[bytes], merges: list[tuple[int, int]], special_tokens: dict[str, int]) -> dict:
-    """A tokenizer as a tokenizer.json document, every id unchanged."""
+def document(token_bytes: list[bytes], merges: list[tuple[int, int]], special_tokens: dict[str, int],
+             split_digits: bool = False) -> dict:
+    """A tokenizer as a tokenizer.json document, every id unchanged; `split_digits` puts Hugging
+    Face's Digits(individual_digits=True) before the ByteLevel pre-tokenizer."""
     spelled = ["".join(BYTE_TO_CHAR[b] for b in token) for token in token_bytes]
     for text, i in special_tokens.items():
         spelled[i] = text  # Hugging Face keeps added tokens in the vocabulary under their text
@@ -34,6 +37,9 @@ def document(token_bytes: list[bytes], merges: list[tuple[int, int]], special_to
         raise TokenizerError("A special token is spelled like another token in tokenizer.json. Received: "
                              f"special tokens {list(special_tokens)}. Rename the special token")
     byte_level = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    pre_tokenizer = {"type": "ByteLevel", **byte_level}
+    if split_digits:
+        pre_tokenizer = {"type": "Sequence", "pretokenizers": [DIGITS, pre_tokenizer]}
     return {
         "version": FORMAT_VERSION,
         "truncation": None,
@@ -42,7 +48,7 @@ def document(token_bytes: list[bytes], merges: list[tuple[int, int]], special_to
                           "normalized": False, "special": True}
                          for text, i in sorted(special_tokens.items(), key=lambda kv: kv[1])],
         "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", **byte_level},
+        "pre_tokenizer": pre_tokenizer,
         "post_processor": None,
         "decoder": {"type": "ByteLevel", **byte_level},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
@@ -52,9 +58,9 @@ def document(token_bytes: list[bytes], merges: list[tuple[int, int]], special_to
     }
 
 
-def parse(doc: dict, source: str) -> tuple[list[bytes], list[tuple[int, int]], dict[str, int]]:
-    """tokenizer.json -> (id -> bytes, merges as id pairs, special tokens), refusing by name any
-    feature that would make Hugging Face encode differently from edgellm."""
+def parse(doc: dict, source: str) -> tuple[list[bytes], list[tuple[int, int]], dict[str, int], bool]:
+    """tokenizer.json -> (id -> bytes, merges as id pairs, special tokens, split_digits), refusing by
+    name any feature that would make Hugging Face encode differently from edgellm."""
     def refuse(what: str, received: object, todo: str = "edgellm reads byte-level BPE tokenizers (GPT-2 style)"):
         raise TokenizerError(f"{source}: {what}. Received: {received}. {todo}")
 
@@ -64,6 +70,9 @@ def parse(doc: dict, source: str) -> tuple[list[bytes], list[tuple[int, int]], d
         refuse(f"unsupported tokenizer.json version, edgellm reads version {FORMAT_VERSION!r}",
                f"version={doc.get('version')!r}", "Re-save it with Hugging Face tokenizers >= 0.20")
     model, pre, post, dec = doc["model"], doc.get("pre_tokenizer"), doc.get("post_processor"), doc.get("decoder")
+    split_digits = isinstance(pre, dict) and pre.get("type") == "Sequence" and pre.get("pretokenizers", [None])[0] == DIGITS
+    if split_digits and len(pre["pretokenizers"]) == 2:
+        pre = pre["pretokenizers"][1]
     if model.get("type") != "BPE":
         refuse("edgellm supports only BPE models", f"model type {model.get('type')!r}")
     if not isinstance(pre, dict) or pre.get("type") != "ByteLevel":
@@ -115,7 +124,7 @@ def parse(doc: dict, source: str) -> tuple[list[bytes], list[tuple[int, int]], d
         if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) and p in vocab for p in parts)):
             refuse(f"merge {n} is not a pair of vocabulary entries", repr(merge))
         pairs.append((vocab[parts[0]], vocab[parts[1]]))
-    return [by_id[i] for i in range(len(by_id))], pairs, special_tokens
+    return [by_id[i] for i in range(len(by_id))], pairs, special_tokens, split_digits
 
 
 def _kind(component: object) -> str | None:
