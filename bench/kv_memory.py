@@ -12,7 +12,6 @@ process's resident set (VmRSS) after loading, after one request, and after 16 ro
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,4 +50,8 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="an exported model folder")
+    main(parser.parse_args().folder)
