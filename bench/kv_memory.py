@@ -4,16 +4,14 @@
 
 A whole-context cache would cost rows x layers x 2 x kv heads x context x head_dim x 4 bytes
 (SmolLM2-135M: 377 MB a row at 8,192 positions). `Generator.generate` sizes its cache to the
-request (prompt + max_new_tokens); the server's `SlotRun` reserves each row's whole context as
-virtual memory (numpy zeros: pages untouched stay unmapped) and the GroupQueryAttention graph
-touches only the filled slots, so what is resident follows the rows' lengths. This prints the
+request (prompt + max_new_tokens); the server's `SlotRun` allocates each row's whole context
+(measured: those pages do become resident). This prints the
 process's resident set (VmRSS) after loading, after one request, and after 16 rows of a
 100-token prompt decoded 64 steps in one SlotRun.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,4 +50,8 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="an exported model folder")
+    main(parser.parse_args().folder)

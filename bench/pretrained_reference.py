@@ -52,7 +52,7 @@ def text_windows(count: int = WINDOWS, width: int = WINDOW, tokenize=None) -> np
 def make(gguf_path: Path, out: Path | None, threads: int) -> Path:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path), n_ctx=WINDOW, n_batch=WINDOW, logits_all=True, n_threads=threads,
+    llm = Llama(model_path=str(gguf_path), n_ctx=2 * WINDOW, n_batch=2 * WINDOW, logits_all=True, n_threads=threads,
                 verbose=False)
 
     def tokenize(text: str) -> list[int]:  # as llama.cpp's own prompt path: the file's BOS policy, no special parsing

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from edgellm.chat import template as chat_template
+from edgellm.model_folder import TOKENIZER_CONFIG_FILE
 
 
 class Chat:
@@ -49,25 +51,30 @@ class Chat:
         if not self.task:  # a chat template that fails on any conversation fails here, before a turn
             self._render([], "Hello")
 
-    def _render(self, turns: list[tuple[str, str]], message: str) -> str:
+    def _messages(self, turns: list[tuple[str, str]], message: str) -> list[dict]:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for user_text, reply in turns:
             messages += [{"role": "user", "content": user_text}, {"role": "assistant", "content": reply}]
-        messages.append({"role": "user", "content": message})
-        return self.model.folder.render_chat(messages, user_name=self.user, assistant_name=self.bot)
+        return messages + [{"role": "user", "content": message}]
+
+    def _render(self, turns: list[tuple[str, str]], message: str) -> str:
+        return self.model.folder.render_chat(self._messages(turns, message), user_name=self.user,
+                                             assistant_name=self.bot)
 
     def transcript(self, message: str) -> str:
         """The text the model continues for `message`, with as much history as fits."""
         if self.task:
             return message
+        return self._render(self._kept(message), message)
+
+    def _kept(self, message: str) -> list[tuple[str, str]]:
+        """The most recent turns whose transcript with `message` fits the context."""
         context = self.model.config.context_length
         room = context - min(self.config.max_new_tokens, context // 2)  # tokens the transcript may use
         kept = list(self.turns)
-        text = self._render(kept, message)
-        while kept and len(self.model.tokenizer.encode(text)) > room:
+        while kept and len(self.model.tokenizer.encode(self._render(kept, message))) > room:
             kept.pop(0)
-            text = self._render(kept, message)
-        return text
+        return kept
 
     def send(self, message: str) -> Iterator[str]:
         """Stream the model's reply to `message`; the exchange joins the history at the end."""
@@ -75,7 +82,15 @@ class Chat:
             raise ValueError("The message is empty. Type some text.")
         pieces = []
         config = self.config.replace(truncate="left")  # a message longer than the context keeps its end
-        for piece in self.model.stream(self.transcript(message), config):
+        if self.task:
+            stream = self.model.stream(message, config)
+        else:  # special tokens the template writes (ChatML's <|im_start|>) are special ids, contents plain text
+            ids = chat_template.encode(self.model.tokenizer, self.model.folder.chat_template,
+                                       self._messages(self._kept(message), message), user_name=self.user,
+                                       assistant_name=self.bot, 
+                                       where=str(self.model.folder.path / TOKENIZER_CONFIG_FILE))
+            stream = self.model.text_steps(ids, config)
+        for piece in stream:
             pieces.append(piece)
             yield piece
         if not self.task:
