@@ -87,7 +87,7 @@ class Chat:
         else:  # special tokens the template writes (ChatML's <|im_start|>) are special ids, contents plain text
             ids = chat_template.encode(self.model.tokenizer, self.model.folder.chat_template,
                                        self._messages(self._kept(message), message), user_name=self.user,
-                                       assistant_name=self.bot, 
+                                       assistant_name=self.bot,
                                        where=str(self.model.folder.path / TOKENIZER_CONFIG_FILE))
             stream = self.model.text_steps(ids, config)
         for piece in stream:
