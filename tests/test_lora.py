@@ -99,7 +99,7 @@ def test_ctrl_c_then_resume_follows_the_uninterrupted_run(base, adapted, corpus_
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         train([str(corpus_file)], str(cut), init=str(base), callbacks=[ctrl_c_at(4)], **LORA)
-    assert checkpoint.load_meta(cut)["state"]["step"] == 4
+    assert checkpoint.load_meta(cut)["state"]["step"] == 5  # the step under way when Ctrl-C came
     train(None, str(cut), resume=True, verbose=0)  # to step 6, with the dropout's seed state restored
     with np.load(adapted / checkpoint.ADAPTERS_FILE) as a, np.load(cut / checkpoint.ADAPTERS_FILE) as b:
         assert sorted(a.files) == sorted(b.files)
