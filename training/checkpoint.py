@@ -5,7 +5,8 @@
                           (the shape under ModelConfig's names; older checkpoints' short names are
                           mapped on reading), metrics, data, state (step, micro-step, data
                           fingerprint, seconds)
-      model.weights.h5    Keras weights
+      model.weights.h5    Keras weights; a LoRA run (lora.py) writes adapters.npz instead (A
+                          and B of each adapter only), and checkpoint.json's "lora" names their base (path, sha256)
       train_state.npz     optimizer variables (moments, step counter, accumulators) and the
                           dropout seed states: what an exact `--resume` needs beyond the weights
       tokenizer.json      the tokenizer the ids came from
@@ -40,6 +41,7 @@ from edgellm.training import options
 FORMAT_VERSION = 1
 META_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.weights.h5"
+ADAPTERS_FILE = "adapters.npz"  # a LoRA run's weights: its adapters (lora.py)
 STATE_FILE = "train_state.npz"
 TOKENIZER_FILE = "tokenizer.json"
 HISTORY_FILE = "history.csv"
@@ -61,7 +63,10 @@ def save(out_dir: Path, model, tokenizer: Tokenizer, meta: dict, history: list[d
         return tmp
 
     try:
-        _save_weights(model, stage(WEIGHTS_FILE))
+        if meta.get("lora"):
+            _save_arrays(stage(ADAPTERS_FILE), _lora().adapters(model))
+        else:
+            _save_weights(model, stage(WEIGHTS_FILE))
         micro_step = int(meta.get("state", {}).get("micro_step", 0))
         _save_train_state(stage(STATE_FILE), model, micro_step)
         tokenizer.save(stage(TOKENIZER_FILE))
@@ -102,7 +107,12 @@ def load_meta(ckpt_dir: Path) -> dict:
     meta.get("command", (str, type(None)), None)
     for key in ("metrics", "versions"):
         meta.section(key, {})
-    for name in (WEIGHTS_FILE, TOKENIZER_FILE):
+    if "lora" in meta.doc:
+        lora = meta.section("lora")
+        lora.section("spec")
+        base = lora.section("base")
+        base.get("path", str), base.get("sha256", str)
+    for name in (ADAPTERS_FILE if "lora" in meta.doc else WEIGHTS_FILE, TOKENIZER_FILE):
         if not (ckpt_dir / name).is_file():
             raise ValueError(f"Checkpoint {ckpt_dir} is incomplete: {name} is missing.")
     # older checkpoints spelled the shape's options as the flags (layers, width, kv_heads, ...)
@@ -111,8 +121,9 @@ def load_meta(ckpt_dir: Path) -> dict:
     return meta.doc
 
 
-def load_model(ckpt_dir: Path):
-    """Build the Keras model from checkpoint.json and load its weights.
+def load_model(ckpt_dir: Path, merge: bool = True):
+    """Build the Keras model from checkpoint.json and load its weights. A LoRA checkpoint's base is
+    loaded (and checked) with its adapters, merged into the weights unless `merge` is False.
 
     Example:
         >>> model, tokenizer, meta = load_model("runs/shakespeare")
@@ -121,6 +132,11 @@ def load_model(ckpt_dir: Path):
     from edgellm.training.model import GPT
 
     meta = load_meta(ckpt_dir)
+    if "lora" in meta:
+        lora = _lora()
+        model = lora.with_base(meta["lora"], Path(ckpt_dir))
+        lora.load_adapters(model, _read_arrays(Path(ckpt_dir) / ADAPTERS_FILE), Path(ckpt_dir) / ADAPTERS_FILE)
+        return (lora.merged(model) if merge else model), Tokenizer.load(Path(ckpt_dir) / TOKENIZER_FILE), meta
     model = GPT(ModelConfig.from_dict(meta["architecture"])).build_weights()
     _load_weights(model, Path(ckpt_dir) / WEIGHTS_FILE)
     return model, Tokenizer.load(Path(ckpt_dir) / TOKENIZER_FILE), meta
@@ -155,18 +171,18 @@ def _optimizer_state(model) -> list:
 
 def restore_train_state(ckpt_dir: Path, model) -> int:
     """Load weights, optimizer variables and seed states into a compiled `model` whose optimizer
-    is built. Returns the micro-step the checkpoint was saved at."""
+    is built (a LoRA run's: its base loaded, its adapters enabled). Returns the micro-step the
+    checkpoint was saved at."""
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir)
     if not (ckpt_dir / STATE_FILE).is_file():
         raise ValueError(f"Checkpoint {ckpt_dir} has no {STATE_FILE}, so it cannot be resumed "
                          "exactly. Train a new run in another --out.")
-    _load_weights(model, ckpt_dir / WEIGHTS_FILE)
-    try:  # numpy's errors for a file that is not an .npz archive, or a damaged one
-        with np.load(ckpt_dir / STATE_FILE) as archive:
-            state = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"Cannot read {ckpt_dir / STATE_FILE}: {_first_line(error)}. {FIX}") from None
+    if "lora" in meta:
+        _lora().load_adapters(model, _read_arrays(ckpt_dir / ADAPTERS_FILE), ckpt_dir / ADAPTERS_FILE)
+    else:
+        _load_weights(model, ckpt_dir / WEIGHTS_FILE)
+    state = _read_arrays(ckpt_dir / STATE_FILE)
 
     def array(name: str) -> np.ndarray:
         if name not in state:
@@ -191,6 +207,26 @@ def restore_train_state(ckpt_dir: Path, model) -> int:
                                  f"variable {tuple(variable.shape)}. {FIX}")
             variable.assign(value)
     return micro_step
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:  # numpy's errors for a file that is not an .npz archive, or a damaged one
+        with np.load(path) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"Cannot read {path}: {_first_line(error)}. {FIX}") from None
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def _lora():
+    from edgellm.training import lora  # imports Keras: only once a LoRA checkpoint is met
+
+    return lora
 
 
 def _save_weights(model, path: Path) -> None:
@@ -232,9 +268,7 @@ def _save_train_state(path: Path, model, micro_step: int) -> None:
         arrays[f"{group}_count"] = np.array(len(variables))
         for i, variable in enumerate(variables):
             arrays[f"{group}/{i}"] = np.asarray(variable)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.write_bytes(buffer.getvalue())
+    _save_arrays(path, arrays)
 
 
 def read_history(ckpt_dir: Path) -> list[dict]:

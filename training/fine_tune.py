@@ -67,10 +67,15 @@ def shape_of_init(opts, given: dict):
     return dataclasses.replace(opts, **{name: arch[name] for name in options.SHAPE})
 
 
+def base_model(init: str):
+    """The plain GPT of an edgellm checkpoint (a LoRA checkpoint's merged) or of a pretrained source."""
+    return pretrained.build_model(_source(init)) if pretrained.is_source(init) else checkpoint.load_model(init)[0]
+
+
 def load_init_weights(model, init: str) -> None:
     """The --init checkpoint's weights into `model`; token ids added to its tokenizer keep their
     fresh random rows in the embedding (and output layer)."""
-    before = pretrained.build_model(_source(init)) if pretrained.is_source(init) else checkpoint.load_model(init)[0]
+    before = base_model(init)
 
     def inside(var):  # the path below the model's own (auto-numbered) name
         return var.path.split("/", 1)[1]

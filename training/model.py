@@ -28,6 +28,7 @@ from keras import layers, ops
 
 from edgellm.config import ModelConfig
 from edgellm.training import positions
+from edgellm.training.lora import Dense  # keras.layers.Dense that can carry a LoRA adapter
 from edgellm.training.options import ATTENTIONS
 
 NEG_INF = -1e9  # additive mask value; finite so a fully masked row (a pad query) stays NaN-free
@@ -46,10 +47,10 @@ class CausalSelfAttention(layers.Layer):
         self.num_heads, self.kv_heads, self.head_dim = config.num_heads, config.kv_heads, config.head_dim
         c = config.hidden_size
         # one projection laid out [query heads | key heads | value heads], each head_dim wide
-        self.qkv = layers.Dense((self.num_heads + 2 * self.kv_heads) * self.head_dim, use_bias=config.use_bias,
+        self.qkv = Dense((self.num_heads + 2 * self.kv_heads) * self.head_dim, use_bias=config.use_bias,
                                 kernel_initializer=_init(init_std), name="qkv")
         # residual projections are scaled down with depth, as in GPT-2
-        self.proj = layers.Dense(c, use_bias=config.use_bias, name="proj",
+        self.proj = Dense(c, use_bias=config.use_bias, name="proj",
                                  kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.attn_dropout = layers.Dropout(config.dropout)
 
@@ -125,11 +126,11 @@ class Block(layers.Layer):
         self.ln_1 = norm_layer(config, "ln_1")
         self.attn = CausalSelfAttention(config, init_std, name="attn")
         self.ln_2 = norm_layer(config, "ln_2")
-        self.fc = layers.Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="fc")
+        self.fc = Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std), name="fc")
         # SwiGLU's gate (Llama's gate_proj); fc is then its up projection
-        self.fc_gate = layers.Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std),
+        self.fc_gate = Dense(inner, use_bias=config.use_bias, kernel_initializer=_init(init_std),
                                     name="fc_gate") if config.mlp == "swiglu" else None
-        self.fc_proj = layers.Dense(c, use_bias=config.use_bias, name="fc_proj",
+        self.fc_proj = Dense(c, use_bias=config.use_bias, name="fc_proj",
                                     kernel_initializer=_init(init_std / math.sqrt(2 * config.num_layers)))
         self.dropout = layers.Dropout(config.dropout)
 
@@ -167,7 +168,7 @@ class GPT(keras.Model):
         self.drop = layers.Dropout(config.dropout)
         self.blocks = [Block(config, init_std, name=f"block_{i}") for i in range(config.num_layers)]
         self.ln_f = norm_layer(config, "ln_f")
-        self.lm_head = None if config.tie_embeddings else layers.Dense(
+        self.lm_head = None if config.tie_embeddings else Dense(
             config.vocab_size, use_bias=False, kernel_initializer=_init(init_std), name="lm_head")
 
     def call(self, input_ids, training=None):

@@ -29,10 +29,13 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 # changing these would make the checkpoint meaningless (shape, data, batches) or the resume inexact
-FIXED_ON_RESUME = ("init", "tokenizer", "examples", "vocab_size", "val_fraction", "num_layers", "num_heads",
+FIXED_ON_RESUME = ("init", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "tokenizer", "examples", "vocab_size", "val_fraction", "num_layers", "num_heads",
                    "num_kv_heads", "hidden_size", "context_length", "use_bias", "tie_embeddings",
                    "position_embedding", "norm", "norm_eps", "mlp", "intermediate_size", "rope_theta",
                    "batch_size", "grad_accum", "seed")
+# LoRA's targets: edgellm's projections of each block -> their names in Hugging Face Llama and GPT-2
+LORA_TARGETS = {"qkv": "q_proj, k_proj, v_proj (packed: one adapter) / c_attn", "proj": "o_proj / attn.c_proj",
+                "fc_gate": "gate_proj (SwiGLU only)", "fc": "up_proj / c_fc", "fc_proj": "down_proj / mlp.c_proj"}
 # the options that are the model's shape: ModelConfig's fields but dropout (a training choice)
 SHAPE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "dropout")
 
@@ -56,6 +59,16 @@ class TrainOptions:
                                   "pretrained GGUF file or Hugging Face model folder (all weights trained), "
                                   "with its tokenizer and shape (the model flags then default to the "
                                   "source's); the optimizer starts afresh.", type=str)
+    lora_rank: int = _opt(0, "LoRA: train low-rank adapters of this rank on a frozen --init model instead of all "
+                             "its weights (0: full fine-tuning). The checkpoint keeps the adapters only; "
+                             "export merges them into the weights.")
+    lora_alpha: float | None = _opt(None, "LoRA: the adapters' output is scaled by alpha / rank. "
+                                          "[default: the rank, a scale of 1]", type=float)
+    lora_dropout: float = _opt(0.0, "LoRA: dropout rate on the adapters' input.")
+    lora_targets: str = _opt(",".join(LORA_TARGETS), "LoRA: the projections of each block that get adapters, "
+                                                     "comma-separated: qkv (attention's q, k, v), proj (its "
+                                                     "output), fc_gate, fc, fc_proj (the MLP's; fc_gate in "
+                                                     "SwiGLU models only). Default: all of them.")
     prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
                                           "loss (0: completion only; validation always counts the "
                                           "completion only).")
@@ -144,6 +157,7 @@ class TrainOptions:
         for name in ("lr", "init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
+        self._check_lora()
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds. "
                              f"Received: time_budget={self.time_budget}")
@@ -153,6 +167,27 @@ class TrainOptions:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size (--width) must be divisible by num_heads (--heads). Received: "
                              f"hidden_size={self.hidden_size}, num_heads={self.num_heads}")
+
+    def _check_lora(self):
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank (--lora-rank) must be at least 0 (0: full fine-tuning). "
+                             f"Received: lora_rank={self.lora_rank}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha (--lora-alpha) must be positive. Received: lora_alpha={self.lora_alpha}")
+        _check_range("lora_dropout", self.lora_dropout, 0.0, 1.0)
+        names = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+        if not names or any(n not in LORA_TARGETS for n in names):
+            raise ValueError(f"lora_targets (--lora-targets) must be a comma-separated list of "
+                             f"{', '.join(LORA_TARGETS)}. Received: lora_targets={self.lora_targets!r}")
+        if not self.lora_rank:
+            return
+        if not self.init:
+            raise ValueError("lora_rank (--lora-rank) adapts a trained model: pass --init (an edgellm checkpoint, "
+                             f"a GGUF file or a Hugging Face folder). Received: lora_rank={self.lora_rank}, no init")
+        if self.examples:
+            raise ValueError("lora_rank (--lora-rank) cannot train a task model yet: its new special tokens need "
+                             "trained embedding rows, which the adapters leave frozen. Received: "
+                             f"examples={self.examples!r}. Drop --lora-rank, or train on text FILES.")
 
     def to_dict(self) -> dict:
         """The options that are set (None means "not set" and is left out)."""

@@ -141,6 +141,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                         "data": fingerprint, "resume_step": position // opts.grad_accum})
         validation = parallel.validation(validation)  # every batch splits evenly over the replicas
         model = build_model(config, opts.precision, opts.attention, opts.init_std)
+        adapters = _lora(model, opts, previous, out_dir) if opts.lora_rank else {}
         schedule = optim.make_schedule(opts)
         optimizer = optim.make_optimizer(model, schedule, opts)
         xla = opts.xla and distribute.xla_works(opts.distribute)
@@ -152,11 +153,12 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         if opts.time_budget is not None:
             schedule.plan_with(model.optimizer)  # the decay ends with the budget: RunControl plans it
         parallel.prepare(model, batches(0, 1)[0])
-        if fine_tuning:
+        if fine_tuning and not adapters:
             fine_tune.load_init_weights(model, opts.init)
         position = checkpoint.restore_train_state(out_dir, model) if previous else 0
         _log(verbose, f"model: {model.count_params():,} parameters, {replicas} replica(s), "
                       f"{opts.precision}, XLA {'on' if xla else 'off'}, {opts.attention} attention"
+                      + (f"; LoRA rank {opts.lora_rank}: {adapters['trainable_parameters']:,} trained" if adapters else "")
                       + (f"; resuming at step {position // opts.grad_accum}" if previous else ""))
         started = time.perf_counter()  # the time budget counts from the first step's compilation on
         total = opts.steps * opts.grad_accum  # micro-batches
@@ -170,7 +172,8 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
         saved = []
 
         def save():
-            meta = {**_meta(opts, files, command, history, model, fingerprint, control, keras), **from_source}
+            meta = {**_meta(opts, files, command, history, model, fingerprint, control, keras), **from_source,
+                    **({"lora": adapters} if adapters else {})}
             checkpoint.save(place, model, tokenizer, meta, history)
             saved.append(control.step)
 
@@ -226,6 +229,21 @@ def _keep_compiled_steps(cache_dir: Path) -> None:
     if "tf_xla_persistent_cache_directory" not in flags:
         folder = cache_dir / f"xla-tensorflow-{tf.__version__}"
         os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
+
+
+def _lora(model, opts, previous: dict | None, out_dir: Path) -> dict:
+    """The base's weights into `model`, frozen, with adapters added. Returns checkpoint.json's "lora"
+    section: the adapters' options, the base's path and sha256 (a resumed run checks its base)."""
+    from edgellm.training import fine_tune, lora
+
+    if previous:
+        base = previous["lora"]["base"]
+        lora.check_base(base, out_dir)
+    else:
+        base = lora.base_record(opts.init)
+    fine_tune.load_init_weights(model, base["path"])
+    spec = lora.Spec.of(opts)
+    return {"spec": spec.to_dict(), "base": base, "trainable_parameters": lora.enable(model, spec)}
 
 
 def _check_same_data(previous: dict | None, fingerprint: str, out_dir: Path, received) -> None:
