@@ -64,7 +64,7 @@ def test_grouped_query_attention_exports_a_smaller_cache(corpus_file, tmp_path):
     train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "num_kv_heads": 1})
     models = {}
     for layout in ("in_place", "concat"):
-        export(tmp_path / "ckpt", tmp_path / layout, kv_cache=layout)
+        export(tmp_path / "ckpt", tmp_path / layout, kv_cache=layout, weights="float32")  # int8: its own test
         models[layout] = load(tmp_path / layout)
     in_place = models["in_place"]
     assert in_place.config.kv_heads == 1 and in_place.session.empty_past(1)[0].shape == (1, 1, 0, 32)
@@ -139,7 +139,7 @@ def test_a_failure_mid_write_leaves_no_folder(tiny_checkpoint, tmp_path, monkeyp
 
     monkeypatch.setattr(model_card, "render", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export(tiny_checkpoint, tmp_path / "model")
+        export(tiny_checkpoint, tmp_path / "model", weights="float32")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -196,7 +196,7 @@ def test_alibi_positions_export_with_parity_on_padded_batches(corpus_file, tmp_p
     assert alibi_slopes(4).tolist() == [2**-2, 2**-4, 2**-6, 2**-8]
     assert alibi_slopes(6).tolist() == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]  # the paper's rule
     train([str(corpus_file)], str(tmp_path / "ckpt"), **{**TINY, "steps": 10, "position_embedding": "alibi"})
-    export(tmp_path / "ckpt", tmp_path / "model")
+    export(tmp_path / "ckpt", tmp_path / "model", weights="float32")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["edgellm"]["architecture"]["position_embedding"] == "alibi"
     assert config["model_type"] == "gpt2" and "architectures" not in config  # no GPT2LMHeadModel twin

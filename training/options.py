@@ -51,7 +51,7 @@ class TrainOptions:
     vocab_size: int = _opt(2048, "Vocabulary size of the tokenizer to train. Smaller vocabularies "
                                  "train faster per step; larger ones see more text per token.")
     val_fraction: float = _opt(0.1, "Last fraction of each file held out for validation.")
-    cache_dir: str | None = _opt(None, "Cache for token ids, trained tokenizers and compiled XLA steps. "
+    cache_dir: str | None = _opt(None, "Cache for token ids and trained tokenizers. "
                                        "[default: $EDGELLM_CACHE or ~/.cache/edgellm]", type=str)
     examples: str | None = _opt(None, "Train a task model on prompt/completion pairs (JSONL or TSV) "
                                       "instead of text FILES (see docs/tasks.md).", type=str)

@@ -13,7 +13,6 @@ kept. Keras and a backend (TensorFlow by default, or JAX) are needed: `pip insta
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import signal
 import sys
@@ -71,9 +70,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                                             tensorboard_logs)
     from edgellm.training.model import build_model
 
-    cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
-    if opts.xla and keras.backend.backend() == "tensorflow":
-        _keep_compiled_steps(cache_dir)
     files = ([str(f) for f in files] if files else
              [f for f in (previous or {}).get("data", []) if f != (previous or {}).get("task_examples")])
     # the chief (or a single process) writes to --out; other workers to a folder removed at the end
@@ -116,6 +112,7 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                                         opts.context_length, start, length, prompt_weight=opts.prompt_loss_weight)
     else:
         texts = data.read_texts(files)
+        cache_dir = Path(opts.cache_dir) if opts.cache_dir else data.default_cache_dir()
         if tokenizer is None:
             _log(verbose, f"tokenizer: {opts.vocab_size} ids, learned from {len(files)} file(s)")
             tokenizer = data.train_tokenizer(texts, opts.vocab_size, opts.val_fraction, cache_dir)
@@ -216,19 +213,6 @@ def _train(stack, files, out, resume, force, verbose, callbacks, command, option
                   f"({metrics['val_loss_per_char']:.4f} per char), checkpoint in {out_dir}"
                   + ("" if place == out_dir else " (the chief's)"))
     return metrics
-
-
-def _keep_compiled_steps(cache_dir: Path) -> None:
-    """Let XLA keep the training and validation steps it compiles in CACHE/xla-tensorflow-VERSION,
-    so a resumed run, or any run of a shape compiled before, loads them instead of compiling
-    again (about 15 s of each start on 2 CPU cores, docs/training.md). TensorFlow reads
-    TF_XLA_FLAGS when it first compiles; a flag set by the user is kept."""
-    import tensorflow as tf
-
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if "tf_xla_persistent_cache_directory" not in flags:
-        folder = cache_dir / f"xla-tensorflow-{tf.__version__}"
-        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 def _lora(model, opts, previous: dict | None, out_dir: Path) -> dict:
