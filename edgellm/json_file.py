@@ -27,8 +27,8 @@ _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or 
 
 def parse(text: str | bytes, source: str, error: type[ValueError] = ValueError):
     """JSON text (or UTF-8 bytes) -> its Python value; `error` naming `source` otherwise."""
-    try:
-        return json.loads(text)
+    try:  # bytes are UTF-8 (a BOM allowed), never UTF-16 or UTF-32 as json.loads would guess
+        return json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
     except UnicodeDecodeError as cause:
         raise error(f"{source} is not UTF-8 (byte offset {cause.start}).") from None
     except json.JSONDecodeError as cause:

@@ -94,6 +94,7 @@ BAD = [
     (lambda: constraints.regex(r"a[^\s\S]"), "No text the model's vocabulary can write"),
     (lambda: constraints.lark("start: foo"), "cannot be compiled"),
     (lambda: constraints.json_schema(b'{"type": "string", "description": "caf\xe9"}'), "json_schema is not UTF-8"),
+    (lambda: constraints.json_schema(b'\xff\xfe{"type": "string"}'), "json_schema is not UTF-8 (byte offset 0)"),
     (lambda: constraints.json_schema(nested_schema(200)), "json_schema is nested 201 levels deep"),
     (lambda: constraints.json_schema(nested_schema(5000)), "json_schema is nested 5001 levels deep"),
     (lambda: constraints.json_schema("[" * 5000 + "]" * 5000), "json_schema is nested too deeply to read"),
