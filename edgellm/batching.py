@@ -56,18 +56,27 @@ def pad_left(prompts: list[list[int]], pad_id: int) -> PaddedBatch:
     return PaddedBatch(ids, mask, positions, [len(p) for p in prompts])
 
 
-def fit_context(prompt: list[int], context: int, max_new_tokens: int, policy: str) -> list[int]:
+def fit_context(prompt: list[int], context: int, max_new_tokens: int, policy: str, tail: int = 0) -> list[int]:
     """Apply the truncate policy to a prompt of token ids for a model of `context` tokens.
 
-    A prompt must leave room for at least one new token. With policy "left" the oldest tokens
-    are dropped so that the prompt leaves room for max_new_tokens, but the prompt keeps at
-    least half the context.
+    A prompt must leave room for at least one new token. Policies "left" and "right" cut a
+    prompt longer than `keep` = context - min(max_new_tokens, context // 2) tokens (room for
+    max_new_tokens, but at least half the context for the prompt): "left" drops its oldest
+    tokens, "right" its end, keeping its first tokens and its last `tail` ones (a template's
+    closing marker, such as a task model's <|completion|>). Training cuts task examples with
+    the same function ("right", the completion's length as max_new_tokens).
+
+    Example:
+        >>> fit_context([1, 2, 3, 4, 5, 9], context=8, max_new_tokens=4, policy="right", tail=1)
+        [1, 2, 3, 9]
     """
     if not prompt:
         raise ValueError("The prompt is empty. Pass some text to continue.")
+    keep = context - min(max_new_tokens, context // 2)
     if policy == "left":
-        keep = context - min(max_new_tokens, context // 2)
         return prompt[-keep:] if len(prompt) > keep else prompt
+    if policy == "right":
+        return prompt[: keep - tail] + prompt[len(prompt) - tail:] if len(prompt) > keep else prompt
     if len(prompt) >= context:
         raise PromptTooLong(len(prompt), context)
     return prompt

@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-TRUNCATE_POLICIES = ("error", "left")
+TRUNCATE_POLICIES = ("error", "left", "right")
 MAX_SEQUENCES = 256  # num_beams and num_return_sequences: each is a row of the batch, with its own cache
 # float32 logits divided by a setting stay finite when it is at least this (3.4e38 * 1e-6 is far
 # above any logit); a positive temperature below it is greedy in effect anyway
@@ -61,7 +61,8 @@ class GenerationConfig:
         num_beams: beam search with this many beams (1 = off); deterministic, it ignores
             temperature, top_k, top_p, min_p and typical_p.
         length_penalty: beam scores are log-probability / length ** length_penalty.
-        truncate: a prompt too long for the context: "error" or "left" (drop the oldest tokens).
+        truncate: a prompt too long for the context: "error", "left" (drop its oldest tokens) or
+            "right" (drop its end, keep its start; a task model keeps its template's marker).
         prompt_lookup_num_tokens: prompt-lookup decoding (0 = off): draft up to this many tokens
             from earlier text and verify them in one model run (edgellm.prompt_lookup). The
             output is the same; only the speed changes. Not with beam search.
@@ -85,7 +86,8 @@ class GenerationConfig:
     num_return_sequences: int = _setting(1, "Results per prompt.")
     num_beams: int = _setting(1, "Beam search with this many beams (1 = off).")
     length_penalty: float = _setting(1.0, "Beam score = log-prob / length ** length_penalty.")
-    truncate: str = _setting("error", "A prompt longer than the context: error, or left (drop its start).")
+    truncate: str = _setting("error", "A prompt longer than the context: error, left (drop its start) or "
+                                      "right (drop its end).")
     prompt_lookup_num_tokens: int = _setting(0, "Draft this many tokens from earlier text, verify them in one run "
                                                 "(0 = off; same output, faster when the text copies).")
 

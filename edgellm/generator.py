@@ -128,7 +128,8 @@ class Generator(Streaming):
 
         A task model's prompt is wrapped in its training template (tasks.py); then the context
         policy applies (`config.truncate`: a prompt must leave room for one new token, or with
-        "left" its oldest tokens are dropped). Raises `PromptError` (a ValueError) otherwise.
+        "left" its oldest tokens are dropped, with "right" its end, before the template's marker).
+        Raises `PromptTooLong` (a ValueError) otherwise.
 
         Example:
             >>> model.encode_prompt("ROMEO:") == model.tokenizer.encode("ROMEO:")
@@ -138,7 +139,8 @@ class Generator(Streaming):
             raise ValueError(f"A prompt must be a string. Received: {type(prompt).__name__}")
         config = _checked(config) or self.defaults
         ids = template_ids(self.tokenizer, prompt) if self.task_template else self.tokenizer.encode(prompt)
-        return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate)
+        return fit_context(ids, self.config.context_length, config.max_new_tokens, config.truncate,
+                           tail=1 if self.task_template else 0)  # the template's closing <|completion|>
 
     def compile(self, constraint):
         """Check a constraint against this model's vocabulary and compile it (generate and stream do

@@ -142,7 +142,8 @@ def generation_config(settings: dict, special: dict) -> dict:
 
 # settings that Hugging Face's GenerationConfig names as edgellm does
 HF_SAME_NAMES = {"min_new_tokens", "min_p", "typical_p", "repetition_penalty", "no_repeat_ngram_size",
-                 "num_beams", "length_penalty", "num_return_sequences", "stop_strings"}
+                 "num_beams", "length_penalty", "num_return_sequences", "stop_strings",
+                 "truncate"}  # truncate: edgellm's own (transformers keeps an unknown key as an attribute)
 
 
 def genai_config(cfg, special: dict, generation: dict, kv_cache: str = "in_place") -> dict:

@@ -140,7 +140,8 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
         tokenizer.save(tmp / model_folder.TOKENIZER_FILE)
         eos = tokenizer.eos_token_id
         special = meta.get("special_tokens") or {"eos_token_id": eos, "bos_token_id": eos, "pad_token_id": eos}
-        sampling = ({"max_new_tokens": model.config.context_length, "temperature": 0.0}  # a task: greedy
+        sampling = ({"max_new_tokens": model.config.context_length, "temperature": 0.0,  # a task: greedy
+                     **({"truncate": "right"} if (meta.get("training") or {}).get("too_long") == "right" else {})}
                     if meta.get("task_examples") else
                     {"max_new_tokens": 200, "temperature": 0.8, "top_k": 50, "top_p": 0.95})
         provenance = {"checkpoint": str(checkpoint_dir), "source": meta.get("source"), "command": meta.get("command"),

@@ -184,7 +184,7 @@ def test_text_tracker_never_splits_a_character():
 @pytest.mark.parametrize("setting", [{"top_p": 1.5}, {"top_p": 0}, {"temperature": -1}, {"max_new_tokens": 0},
                                      {"top_k": -1}, {"min_p": 1.0}, {"repetition_penalty": 0}, {"typical_p": 2},
                                      {"presence_penalty": 3}, {"num_beams": 0}, {"min_new_tokens": 500},
-                                     {"truncate": "right"}, {"seed": -1}, {"max_new_tokens": 2.5},
+                                     {"truncate": "middle"}, {"seed": -1}, {"max_new_tokens": 2.5},
                                      # values the arithmetic cannot take: divisors that overflow float32
                                      # logits (subnormal or tiny), an exponent that overflows
                                      {"temperature": 1e-320}, {"temperature": 5e-324}, {"temperature": 1e-7},

@@ -42,7 +42,7 @@ def summarizer(rows, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("runs") / "summarize"
     metrics = train([], str(ckpt), examples=str(rows / "train.jsonl"), vocab_size=320, num_layers=1, num_heads=2,
                     hidden_size=32, context_length=256, batch_size=16, steps=12, warmup=2, eval_interval=6, lr=3e-3,
-                    val_fraction=0.05, verbose=0)
+                    val_fraction=0.05, too_long="right", verbose=0)
     assert metrics["val_loss"] > 0
     folder = tmp_path_factory.mktemp("models") / "summarize"
     export(ckpt, folder)
@@ -98,15 +98,25 @@ def test_bad_rows_are_refused_with_one_line(tmp_path, summarizer):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_a_description_longer_than_the_context_is_refused_or_counted(summarizer):
-    """Policy: a prompt that leaves no room for the synopsis is an error in generate (the
-    default truncate="error"), and is scored empty and counted as too_long by eval."""
+def test_a_description_longer_than_the_context_keeps_its_start(summarizer):
+    """Trained with --too-long right, the folder cuts a long description's end (truncate "right"
+    in generation_config.json): generate and eval take it, and the model sees its first tokens and
+    the template's marker; --truncate error refuses it with one line."""
     model = load(summarizer)
+    assert json.loads((summarizer / "generation_config.json").read_text())["truncate"] == "right"
     long = "A library for parsing command line options in C programs. " * 12  # about 700 ids with 320
+    ids = model.encode_prompt(long)
+    whole = model.encode_prompt(long, model.settings(truncate="left", max_new_tokens=1))  # for its marker
+    assert len(ids) == 256 - 256 // 2 and ids[:-1] == model.tokenizer.encode(long)[:len(ids) - 1]
+    assert ids[-1] == whole[-1] == model.tokenizer.special_tokens["<|completion|>"]
     result = edgellm("generate", "-m", summarizer, long)
+    assert result.returncode == 0 and result.stdout.strip() == model.generate(long).text.strip(), result.stderr
+    result = edgellm("generate", "-m", summarizer, long, "--truncate", "error")
     assert result.returncode == 1 and "but the model's context is 256 tokens" in result.stderr
     assert result.stdout == "" and "--truncate left" in result.stderr  # nothing printed before the error
     assert len(result.stderr.strip().splitlines()) == 1
     metrics = evaluate(model, [Example(long, "C option parser"), Example("A C option parser.", "option parser")],
                        "summarization")
-    assert metrics["examples"] == 2 and metrics["too_long"] == 1
+    assert metrics["examples"] == 2 and metrics["too_long"] == 0
+    metrics = evaluate(model, [Example(long, "C option parser")], "summarization", truncate="error")
+    assert metrics["too_long"] == 1  # scored empty and counted

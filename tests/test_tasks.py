@@ -47,6 +47,22 @@ def test_too_long_examples_are_skipped_and_counted_or_refused(tok):
         encode_examples(tok, examples, context_length=40, too_long="error")
 
 
+def test_too_long_right_keeps_the_start_of_the_prompt_as_the_runtime_does(tok):
+    """--too-long right: the prompt's first ids, then <|completion|>, then the whole completion;
+    the cut is the runtime's truncate="right" with the completion's length as max_new_tokens."""
+    from edgellm.batching import fit_context
+
+    examples = [Example("Mary " * 40 + "Where is Mary?", " garden")]
+    (ids, start), = encode_examples(tok, examples, context_length=40, too_long="right")[0]
+    prompt = tok.encode(examples[0].prompt) + [tok.special_tokens[COMPLETION_TOKEN]]
+    completion = tok.encode(" garden") + [tok.eos_token_id]
+    assert len(ids) == 41 and ids[start:] == completion
+    assert ids[:start - 1] == prompt[:start - 1] and ids[start - 1] == prompt[-1]
+    assert ids[:start] == fit_context(prompt, 41, len(completion), "right", tail=1)
+    short = [Example("Where is Mary?", " bathroom")]
+    assert encode_examples(tok, short, 40, "right") == encode_examples(tok, short, 40, "skip")  # fits: unchanged
+
+
 def test_bad_lines_are_named(tmp_path):
     good = {"prompt": "a", "completion": "b"}
     (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n{oops\n")

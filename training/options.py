@@ -72,8 +72,10 @@ class TrainOptions:
     prompt_loss_weight: float = _opt(0.0, "Task models: weight of the prompt tokens in the training "
                                           "loss (0: completion only; validation always counts the "
                                           "completion only).")
-    too_long: str = _opt("skip", "Examples longer than the context: skip and count them, or stop.",
-                         choices=("skip", "error"))
+    too_long: str = _opt("skip", "Examples longer than the context: skip and count them, stop (error), or "
+                                 "cut the prompt's end and keep its start (right; the exported model "
+                                 "then cuts long prompts the same way: truncate right).",
+                         choices=("skip", "error", "right"))
     # model
     num_layers: int = _opt(4, "Transformer blocks.")
     num_heads: int = _opt(4, "Attention heads per block.")

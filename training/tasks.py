@@ -22,32 +22,41 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from edgellm.batching import fit_context
 from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, template_ids
 from edgellm.tokenizer import Tokenizer
 
-def encode_example(tokenizer: Tokenizer, example: Example) -> tuple[list[int], int]:
-    """Token ids of the whole example and the index where the completion starts."""
+TOO_LONG = ("skip", "error", "right")
+
+def encode_example(tokenizer: Tokenizer, example: Example, context_length: int | None = None) -> tuple[list[int], int]:
+    """Token ids of the whole example and the index where the completion starts. With a
+    `context_length`, a prompt too long to fit with its completion is cut as the runtime's
+    truncate="right" cuts it: its start kept, then the template's <|completion|>."""
     prompt = template_ids(tokenizer, example.prompt)
     completion = tokenizer.encode(example.completion) + [tokenizer.special_tokens[END_TOKEN]]
+    if context_length is not None:
+        prompt = fit_context(prompt, context_length + 1, len(completion), "right", tail=1)
     return prompt + completion, len(prompt)
 
 
 def encode_examples(tokenizer: Tokenizer, examples: list[Example], context_length: int,
                     too_long: str = "skip") -> tuple[list[tuple[list[int], int]], int]:
-    """Encode examples; those longer than context_length + 1 are skipped (counted) or an error."""
-    if too_long not in ("skip", "error"):
-        raise ValueError(f"too_long must be 'skip' or 'error'. Received: too_long={too_long!r}")
+    """Encode examples; those longer than context_length + 1 are skipped (counted), an error, or
+    ("right") have their prompt's end cut; skipped even then if the completion takes over half."""
+    if too_long not in TOO_LONG:
+        raise ValueError(f"too_long must be one of {list(TOO_LONG)}. Received: too_long={too_long!r}")
     for token in TASK_SPECIAL_TOKENS:
         if token not in tokenizer.special_tokens:
             raise ValueError(f"The tokenizer lacks the special token {token}. Train it with "
                              f"special tokens {list(TASK_SPECIAL_TOKENS)}.")
     encoded, skipped = [], 0
     for i, example in enumerate(examples):
-        ids, start = encode_example(tokenizer, example)
+        ids, start = encode_example(tokenizer, example, context_length if too_long == "right" else None)
         if len(ids) > context_length + 1:
             if too_long == "error":
                 raise ValueError(f"Example {i + 1} is {len(ids)} tokens, more than the context "
-                                 f"({context_length}) + 1. Raise --context or pass --too-long skip.")
+                                 f"({context_length}) + 1. Raise --context, or pass --too-long skip or "
+                                 "--too-long right.")
             skipped += 1
             continue
         encoded.append((ids, start))
