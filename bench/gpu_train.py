@@ -112,7 +112,7 @@ def run_keras_fit(shape: dict, work: Path, attention: str) -> dict:
     import keras
     import numpy as np
 
-    from edgellm.config import ModelConfig
+    from edgellm.folder.config import ModelConfig
     from edgellm.training import optim, options
     from edgellm.training.model import build_model
 

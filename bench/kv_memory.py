@@ -26,7 +26,7 @@ def rss_mb() -> float:
 
 def main(folder: str) -> None:
     import edgellm
-    from edgellm.slots import SlotRun
+    from edgellm.session.slots import SlotRun
 
     model = edgellm.load(folder, threads=2)
     cfg = model.config

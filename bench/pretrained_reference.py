@@ -86,7 +86,7 @@ def make(gguf_path: Path, out: Path | None, threads: int) -> Path:
 def check(folder: Path, reference: Path) -> bool:
     """Compare an exported folder with the reference; print the figures; True when within limits."""
     from edgellm.generator import Generator
-    from edgellm.scoring import score_windows
+    from edgellm.generation.scoring import score_windows
 
     doc = json.loads(reference.read_text(encoding="utf-8"))
     model = Generator(folder, providers=["CPUExecutionProvider"])

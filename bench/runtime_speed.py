@@ -161,9 +161,9 @@ def main(argv=None):
         return
 
     import edgellm
-    from edgellm import model_folder
+    from edgellm.folder import model_folder
     from edgellm.benchmark import prompt_of
-    from edgellm.session import default_threads
+    from edgellm.session.session import default_threads
 
     folder = model_folder.resolve(args.model)
     model = edgellm.load(folder, providers=["CPUExecutionProvider"])

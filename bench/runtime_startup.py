@@ -68,7 +68,7 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
-    from edgellm import model_folder
+    from edgellm.folder import model_folder
     from edgellm.tokenizer import Tokenizer
 
     folder = str(model_folder.resolve(args.model).resolve())

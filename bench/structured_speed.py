@@ -22,9 +22,9 @@ import statistics
 import time
 
 import edgellm
-from edgellm import constraints
-from edgellm.constraints import Compiler
-from edgellm.model_folder import TOKENIZER_FILE
+from edgellm.generation import constraints
+from edgellm.generation.constraints import Compiler
+from edgellm.folder.model_folder import TOKENIZER_FILE
 
 PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "mood"],
           "properties": {"name": {"type": "string", "maxLength": 12},

@@ -21,25 +21,31 @@ _EXPORTS = {
     "load": "edgellm.generator",
     "Generator": "edgellm.generator",
     "GenerationResult": "edgellm.generator",
-    "GenerationConfig": "edgellm.generation_config",
-    "ScoreResult": "edgellm.scoring",
-    "ModelConfig": "edgellm.config",
+    "GenerationConfig": "edgellm.folder.generation_config",
+    "ScoreResult": "edgellm.generation.scoring",
+    "ModelConfig": "edgellm.folder.config",
     "Tokenizer": "edgellm.tokenizer",
-    "shipped_model_names": "edgellm.model_folder",
+    "shipped_model_names": "edgellm.folder.model_folder",
 }
+# public module -> where it lives (`from edgellm import constraints`)
+_MODULES = {"constraints": "edgellm.generation.constraints"}
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from edgellm.config import ModelConfig
-    from edgellm.generation_config import GenerationConfig
+    from edgellm.folder.config import ModelConfig
+    from edgellm.folder.generation_config import GenerationConfig
     from edgellm.generator import GenerationResult, Generator, load
-    from edgellm.model_folder import shipped_model_names
-    from edgellm.scoring import ScoreResult
+    from edgellm.folder.model_folder import shipped_model_names
+    from edgellm.generation.scoring import ScoreResult
     from edgellm.tokenizer import Tokenizer
 
 
 def __getattr__(name: str):
+    if name in _MODULES:
+        module = importlib.import_module(_MODULES[name])
+        globals()[name] = module
+        return module
     if name not in _EXPORTS:
         raise AttributeError(f"module 'edgellm' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
@@ -48,4 +54,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *_EXPORTS, *_MODULES])

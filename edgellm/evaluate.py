@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from edgellm import tasks
-from edgellm.scoring import score_ids
+from edgellm.generation.scoring import score_ids
 from edgellm import text as text_files
 
 
@@ -88,8 +88,8 @@ def record(folder: str | Path, task: str, path: str | Path, metrics: dict, comma
     import json
     import os
 
-    from edgellm import json_file, model_card
-    from edgellm.model_folder import CONFIG_FILE, EDGELLM_KEY, FIX
+    from edgellm.folder import json_file, model_card
+    from edgellm.folder.model_folder import CONFIG_FILE, EDGELLM_KEY, FIX
 
     folder = Path(folder)
     config = json_file.read_object(folder / CONFIG_FILE, FIX).doc

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgellm import model_folder
-from edgellm.batching import fit_context, pad_left
-from edgellm.decoding import Decoding
-from edgellm.generation_config import GenerationConfig
-from edgellm.prompt_lookup import LookupRun, lookup_run
-from edgellm.session import DecoderSession
-from edgellm.streaming import Streaming
+from edgellm.folder import model_folder
+from edgellm.session.batching import fit_context, pad_left
+from edgellm.generation.decoding import Decoding
+from edgellm.folder.generation_config import GenerationConfig
+from edgellm.generation.prompt_lookup import LookupRun, lookup_run
+from edgellm.session.session import DecoderSession
+from edgellm.generation.streaming import Streaming
 from edgellm.tasks import template_ids
 
 
@@ -150,7 +150,7 @@ class Generator(Streaming):
             >>> from edgellm import constraints
             >>> grammar = model.compile(constraints.json_schema({"type": "integer"}))
         """
-        from edgellm.constraints import Compiler
+        from edgellm.generation.constraints import Compiler
 
         if self._compiler is None:
             text = (self.folder.path / model_folder.TOKENIZER_FILE).read_text(encoding="utf-8")
@@ -214,7 +214,7 @@ class Generator(Streaming):
         Args:
             prompt: a string, or a list of strings generated together (left padded).
             config: settings to start from (default: the folder's generation_config.json).
-            constraint: what the text must match (`edgellm.constraints.regex`, `json_schema`, `json`,
+            constraint: what the text must match (`edgellm.generation.constraints.regex`, `json_schema`, `json`,
                 `lark`; the `structured` extra), or a list of one per prompt (None: free). The text
                 ends where the grammar is complete; max_new_tokens can cut it first (finish_reason
                 "length": a cut JSON document does not parse).
@@ -261,7 +261,7 @@ class Generator(Streaming):
             >>> model.score("ROMEO: What, ho!").perplexity > 1
             True
         """
-        from edgellm.scoring import score_text
+        from edgellm.generation.scoring import score_text
 
         return score_text(self, text)
 

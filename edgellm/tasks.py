@@ -31,8 +31,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import json_file
-from edgellm.batching import PromptTooLong
+from edgellm.folder import json_file
+from edgellm.session.batching import PromptTooLong
 from edgellm.tokenizer import Tokenizer
 
 COMPLETION_TOKEN = "<|completion|>"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.chat import template as chat_template
 from edgellm.tasks import COMPLETION_TOKEN, END_TOKEN
 

@@ -33,32 +33,20 @@ def check_architecture(cfg) -> None:
 
 
 def state_dict(model) -> dict[str, np.ndarray]:
-    """GPT2LMHeadModel's tensors from a Keras `GPT` (float32)."""
-    cfg = model.config
-    c = cfg.hidden_size
+    """GPT2LMHeadModel's tensors from a Keras `GPT` (float32): its weights by role, named by the
+    GPT-2 column of the importers' table (training/pretrained/ TENSORS), Conv1D layers (in, out)."""
+    from edgellm.training.pretrained import CONV1D, HF_GPT2, TENSORS, model_tensors
 
-    def array(variable) -> np.ndarray:
-        return np.ascontiguousarray(np.asarray(variable, dtype=np.float32))
-
-    def norm(layer, name: str) -> dict:
-        beta = array(layer.beta) if layer.center else np.zeros(c, np.float32)
-        return {f"{name}.weight": array(layer.gamma), f"{name}.bias": beta}
-
-    def dense(layer, name: str) -> dict:  # Keras's (in, out) kernel is GPT-2's Conv1D layout already
-        kernel = array(layer.kernel)
-        bias = array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
-        return {f"{name}.weight": kernel, f"{name}.bias": bias}
-
-    tensors = {"transformer.wte.weight": array(model.wte.embeddings),
-               "transformer.wpe.weight": array(model.wpe.embeddings)}
-    for i, block in enumerate(model.blocks):
-        h = f"transformer.h.{i}"
-        tensors |= norm(block.ln_1, f"{h}.ln_1") | dense(block.attn.qkv, f"{h}.attn.c_attn")
-        tensors |= dense(block.attn.proj, f"{h}.attn.c_proj") | norm(block.ln_2, f"{h}.ln_2")
-        tensors |= dense(block.fc, f"{h}.mlp.c_fc") | dense(block.fc_proj, f"{h}.mlp.c_proj")
-    tensors |= norm(model.ln_f, "transformer.ln_f")
-    if model.lm_head is not None:
-        tensors["lm_head.weight"] = np.ascontiguousarray(array(model.lm_head.kernel).T)  # (vocab, hidden)
+    by_role = model_tensors(model)
+    for key in list(by_role):  # a missing bias is GPT-2's with zeros
+        role, _, i = key.partition("/")
+        bias = f"{role}.bias/{i}" if i else f"{role}.bias"
+        if f"{role}.bias" in TENSORS and TENSORS[f"{role}.bias"][HF_GPT2] and bias not in by_role:
+            by_role[bias] = np.zeros(by_role[key].shape[0], np.float32)
+    tensors = {}
+    for key, value in by_role.items():
+        role, _, i = key.partition("/")
+        tensors[TENSORS[role][HF_GPT2].format(i=i)] = np.ascontiguousarray(value.T) if role in CONV1D else value
     return tensors
 
 

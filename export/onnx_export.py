@@ -21,9 +21,9 @@ import os
 import shutil
 from pathlib import Path
 
-from edgellm import model_folder
-from edgellm.config import ModelConfig
-from edgellm.model_folder import input_names, output_names
+from edgellm.folder import model_folder
+from edgellm.folder.config import ModelConfig
+from edgellm.folder.model_folder import input_names, output_names
 
 DEFAULT_OPSET = 17
 OPSETS = (17, 18)  # LayerNormalization (export/graph/fusions.py) is opset 17; tf2onnx 1.17 converts up to 18
@@ -106,7 +106,7 @@ def export(checkpoint_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT
     """
     import onnx
 
-    from edgellm import model_card
+    from edgellm.folder import model_card
     from edgellm.export import folder_files, hf_weights, quantize, staging, validate, variants
     from edgellm.training import checkpoint, pretrained
 

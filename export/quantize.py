@@ -101,7 +101,7 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
         >>> quantize_folder("models/my-model", "models/my-model-int8")["decision"]  # a float32 folder
         'int8: held-out perplexity +0.01% vs float32 (limit +0.5%)'
     """
-    from edgellm import model_card
+    from edgellm.folder import model_card
     from edgellm.export import blockwise, folder_files, variants
 
     if weights not in blockwise.BITS:
@@ -150,7 +150,7 @@ def _float32_document(folder: Path) -> dict:
     through the runtime's checked reader; anything else is refused with what to do."""
     import onnx
 
-    from edgellm import model_folder
+    from edgellm.folder import model_folder
 
     found = model_folder.read(folder)
     if found.format_version != model_folder.FORMAT_VERSION:
@@ -208,6 +208,6 @@ def _prompts(windows, task, eval_file, folder: Path, count: int = 16) -> list[st
 
 
 def _model_config(config: dict):
-    from edgellm.config import ModelConfig
+    from edgellm.folder.config import ModelConfig
 
     return ModelConfig.from_dict(config["architecture"])

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 
 PROBE_PROMPTS = ("ROMEO:", "The king is", "\n", "What is the matter, my lord?")
 PROBE_TOKENS = 16
@@ -31,7 +31,7 @@ def upgrade(folder: str | Path) -> dict:
 
     from importlib.metadata import version
 
-    from edgellm import model_card
+    from edgellm.folder import model_card
     from edgellm.export import folder_files
     from edgellm.export.graph.tidy import name_dimensions
 

@@ -4,7 +4,7 @@ int8 and int4 are block-wise weights (blockwise.py: onnxruntime's MatMulNBits, b
 embedding tables looked up with standard operators), whose results for a row do not depend on
 the other rows of a call; float16 stores weights in half precision and keeps float32 inputs and
 outputs, so the runtime and onnxruntime-genai feed the same tensors whatever the variant. Each variant is measured against the
-float32 model on held-out text: file size, perplexity (edgellm.scoring, the runtime's own) and
+float32 model on held-out text: file size, perplexity (edgellm.generation.scoring, the runtime's own) and
 decode tokens/s.
 """
 
@@ -55,7 +55,7 @@ def validation_windows(meta: dict, tokenizer, context_length: int, max_windows: 
 def measure(folder: Path, windows: np.ndarray | None, prompt: str = "\n", new_tokens: int = 64) -> dict:
     """File size, validation perplexity (if windows) and greedy decode tokens/s of a model folder."""
     from edgellm.generator import Generator
-    from edgellm.scoring import score_windows
+    from edgellm.generation.scoring import score_windows
 
     runtime = Generator(folder, providers=["CPUExecutionProvider"])
     figures = {"file_bytes": (Path(folder) / "model.onnx").stat().st_size}

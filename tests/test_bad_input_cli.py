@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from edgellm.cli import main
 from edgellm.cli.options import THREADS, decode_escapes
-from edgellm.generation_config import GenerationConfig
-from edgellm.session import MAX_THREADS
+from edgellm.folder.generation_config import GenerationConfig
+from edgellm.session.session import MAX_THREADS
 from edgellm.training.options import names as train_option_names
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import edgellm
-from edgellm.slots import SlotRun
+from edgellm.session.slots import SlotRun
 from serving import SlowGenerator, running
 
 TOLERANCE = 1e-6

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import edgellm
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from serving import running
 
 REPO = Path(__file__).resolve().parent.parent

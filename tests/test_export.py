@@ -14,7 +14,7 @@ from tolerance import assert_float32_close
 def test_onnxruntime_genai_runs_the_folder_unchanged_with_the_same_greedy_tokens(name, request):
     """The tiny float32 export, and the shipped folder with its int8 weights."""
     og = pytest.importorskip("onnxruntime_genai")
-    from edgellm import model_folder
+    from edgellm.folder import model_folder
 
     tiny_folder = request.getfixturevalue("tiny_folder") if name == "tiny" else model_folder.resolve(name)
     if name == "shakespeare":
@@ -131,7 +131,7 @@ def test_tied_embedding_is_stored_once(tiny_folder):
 
 
 def test_a_failure_mid_write_leaves_no_folder(tiny_checkpoint, tmp_path, monkeypatch):
-    from edgellm import model_card
+    from edgellm.folder import model_card
     from edgellm.export.onnx_export import export
 
     def interrupted(*args, **kwargs):
@@ -162,7 +162,7 @@ def test_bad_checkpoints_get_clear_errors(tiny_checkpoint, tmp_path):
 def test_an_operation_onnx_lacks_is_named(monkeypatch):
     import keras
 
-    from edgellm.config import ModelConfig
+    from edgellm.folder.config import ModelConfig
     from edgellm.export.onnx_export import to_onnx
     from edgellm.training.model import GPT
 
@@ -235,11 +235,11 @@ def test_the_graph_passes_run_in_the_documented_order():
 
 
 def test_variant_perplexity_is_the_runtimes_scoring(tiny_checkpoint, tiny_folder):
-    """export measures each variant with edgellm.scoring: each window's tokens are scored from
+    """export measures each variant with edgellm.generation.scoring: each window's tokens are scored from
     that window alone, the last token of a context + 1 window included."""
     from edgellm.export import variants
-    from edgellm.sampling import log_softmax
-    from edgellm.scoring import score_ids, score_windows
+    from edgellm.generation.sampling import log_softmax
+    from edgellm.generation.scoring import score_ids, score_windows
     from edgellm.training import checkpoint
 
     model = load(tiny_folder)

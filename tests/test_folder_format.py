@@ -9,7 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.chat import template as chat_template
 from edgellm.cli import main
 from edgellm.generator import load

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import edgellm
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.chat import template as chat_template
 from tolerance import assert_float32_close
 

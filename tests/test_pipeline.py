@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.generator import load
 from tolerance import assert_float32_close
 

@@ -89,6 +89,20 @@ def test_export_a_quantized_gguf_passes_the_parity_gate_and_chats_in_its_templat
     assert list(model.defaults.stop_token_ids) == [model.tokenizer.special_tokens["<|im_end|>"]]
     assert len(model.generate("12 crêpes", max_new_tokens=4, temperature=0, stop_token_ids=()).token_ids) == 4
 
+    # the server's chat encodes in the template as `edgellm chat` does: ChatML's markers are special ids
+    import openai
+    from serving import running
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12 crêpes"}]
+    ids = model.folder.encode_chat(model.tokenizer, messages)
+    assert ids.count(model.tokenizer.special_tokens["<|im_start|>"]) == 3
+    assert len(ids) < len(model.tokenizer.encode(model.folder.render_chat(messages)))  # markers as plain text
+    expected = "".join(model.text_steps(ids, model.settings(max_new_tokens=6, temperature=0)))
+    with running(model) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none")
+        reply = client.chat.completions.create(model="m", messages=messages, max_tokens=6, temperature=0)
+    assert reply.usage.prompt_tokens == len(ids) and reply.choices[0].message.content == expected.lstrip()
+
 
 @pytest.mark.parametrize("bad, message", [
     ({"architectures": ["MistralForCausalLM"]}, "cannot import the architecture 'MistralForCausalLM'"),
@@ -143,3 +157,18 @@ def test_train_init_from_a_gguf_fine_tunes_its_weights_and_keeps_its_chat_templa
                                atol=ATOL, rtol=0)
     assert meta["chat_template"] == sources.CHATML and tokenizer.split_digits
     assert meta["stop_token_ids"] == pretrained.load(made["llama-q8_0.gguf"]).stop_token_ids
+
+
+def test_export_format_hf_writes_back_the_gpt2_tensors_it_imported(made):
+    """Import and --format hf name weights from the one table (TENSORS): a GPT-2 folder read in
+    and written out gives its own tensors back, names, layouts and values."""
+    from safetensors.numpy import load_file
+
+    from edgellm.export import hf_weights
+    from edgellm.training import pretrained
+
+    written = hf_weights.state_dict(pretrained.build_model(pretrained.load(made["gpt2"])))
+    original = load_file(str(made["gpt2"] / "model.safetensors"))
+    assert sorted(written) == sorted(original)
+    for name, value in original.items():
+        np.testing.assert_array_equal(written[name], value, err_msg=name)

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 import edgellm
 from edgellm.cli import main
-from edgellm.generation_config import GenerationConfig
+from edgellm.folder.generation_config import GenerationConfig
 from edgellm.generator import Generator
-from edgellm.prompt_lookup import find_draft
+from edgellm.generation.prompt_lookup import find_draft
 from serving import running
 from tolerance import assert_float32_close
 

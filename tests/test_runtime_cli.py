@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgellm.cli import main
-from edgellm.generation_config import GenerationConfig
+from edgellm.folder.generation_config import GenerationConfig
 from edgellm.generator import load
 
 REPO = Path(__file__).resolve().parent.parent

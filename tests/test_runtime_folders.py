@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.cli import main
 from edgellm.generator import load
-from edgellm.session import choose_providers
+from edgellm.session.session import choose_providers
 from edgellm.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_shipped_model_found_by_name_from_an_installed_wheel(tiny_folder, tmp_pa
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
-    code = ("import edgellm, edgellm.model_folder as f; print(f.shipped_models_dir()); "
+    code = ("import edgellm, edgellm.folder.model_folder as f; print(f.shipped_models_dir()); "
             "print(edgellm.load('tiny').generate('ROMEO:', max_new_tokens=4, temperature=0).finish_reason)")
     # PYTHONPATH comes before the development install, so edgellm is imported from the wheel
     # (checked below); numpy and onnxruntime come from the environment

@@ -6,11 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from edgellm import sampling
-from edgellm.search import BeamSearch
-from edgellm.generation_config import GenerationConfig
-from edgellm.sampling import PROCESSORS, Sampler, SamplingState, build_processors, process
-from edgellm.stopping import TextTracker
+from edgellm.generation import sampling
+from edgellm.generation.search import BeamSearch
+from edgellm.folder.generation_config import GenerationConfig
+from edgellm.generation.sampling import PROCESSORS, Sampler, SamplingState, build_processors, process
+from edgellm.generation.stopping import TextTracker
 from edgellm.tokenizer import Tokenizer
 
 

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 import edgellm
-from edgellm.server.openai_api import CHAT_STOPS, render_chat
+from edgellm.server.openai_api import CHAT_STOPS
 from edgellm.server.app import create_app
 from serving import SlowGenerator, running
 
@@ -78,14 +78,14 @@ def test_streamed_completion_equals_plain(client, model):
 
 def test_chat_plain_and_streamed(client, model):
     messages = [{"role": "system", "content": "You speak in verse."}, {"role": "user", "content": "Who art thou?"}]
-    result = model.generate(render_chat(messages), max_new_tokens=40, temperature=1.0, seed=11)
+    result = model.generate(model.folder.render_chat(messages), max_new_tokens=40, temperature=1.0, seed=11)
     full = result.text
     cut = min([i for i in (full.find(s) for s in CHAT_STOPS) if i >= 0], default=len(full))
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=40, temperature=1.0, seed=11)
     assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == full[:cut].lstrip()
     assert reply.choices[0].finish_reason == ("stop" if cut < len(full) else FINISH[result.finish_reason])
-    assert reply.usage.prompt_tokens == len(model.tokenizer.encode(render_chat(messages)))
+    assert reply.usage.prompt_tokens == len(model.tokenizer.encode(model.folder.render_chat(messages)))
 
     chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=40, temperature=1.0,
                                                  seed=11, stream=True))

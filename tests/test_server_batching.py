@@ -11,9 +11,9 @@ import openai
 import pytest
 
 import edgellm
-from edgellm import constraints
+from edgellm.generation import constraints
 from edgellm.generator import Generator
-from edgellm.slots import SlotRun
+from edgellm.session.slots import SlotRun
 from serving import SlowGenerator, running
 from tolerance import assert_float32_close
 

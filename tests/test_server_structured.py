@@ -13,7 +13,7 @@ import openai
 import pytest
 
 import edgellm
-from edgellm.scoring import score_ids
+from edgellm.generation.scoring import score_ids
 from serving import running
 from tolerance import assert_float32_close, logit_scale
 
@@ -65,7 +65,7 @@ def test_regex_response_format(client, model):
         reply = client.completions.create(model="shakespeare", prompt="ROMEO:", seed=seed, max_tokens=40,
                                           extra_body={"response_format": {"type": "regex", "regex": pattern}})
         assert re.fullmatch(pattern, reply.choices[0].text), reply.choices[0].text
-        from edgellm import constraints
+        from edgellm.generation import constraints
         assert reply.choices[0].text == model.generate("ROMEO:", seed=seed, max_new_tokens=40,
                                                        constraint=constraints.regex(pattern)).text
 

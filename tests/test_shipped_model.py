@@ -9,7 +9,7 @@ import pytest
 
 import edgellm
 from conftest import REPO
-from edgellm import model_folder
+from edgellm.folder import model_folder
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "shakespeare_greedy.json").read_text())
 

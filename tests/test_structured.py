@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgellm
-from edgellm import constraints
+from edgellm.generation import constraints
 from edgellm.cli import main
 
 PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age", "mood"],

@@ -50,7 +50,7 @@ def test_too_long_examples_are_skipped_and_counted_or_refused(tok):
 def test_too_long_right_keeps_the_start_of_the_prompt_as_the_runtime_does(tok):
     """--too-long right: the prompt's first ids, then <|completion|>, then the whole completion;
     the cut is the runtime's truncate="right" with the completion's length as max_new_tokens."""
-    from edgellm.batching import fit_context
+    from edgellm.session.batching import fit_context
 
     examples = [Example("Mary " * 40 + "Where is Mary?", " garden")]
     (ids, start), = encode_examples(tok, examples, context_length=40, too_long="right")[0]

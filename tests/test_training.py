@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 from edgellm.training import checkpoint, data, optim
 from edgellm.training.callbacks import LossNotFinite
@@ -53,7 +53,7 @@ def test_options_resolve_check_and_read_config_files(tmp_path):
 
 
 def test_init_std_sets_the_initial_weights():
-    from edgellm.config import ModelConfig
+    from edgellm.folder.config import ModelConfig
     from edgellm.training.model import GPT
 
     config = ModelConfig(vocab_size=512, context_length=16, num_layers=2, num_heads=2, hidden_size=64)
@@ -152,7 +152,7 @@ def fused_minus_standard(positions: str) -> tuple[float, float]:
     import keras
     import numpy as np
 
-    from edgellm.config import ModelConfig
+    from edgellm.folder.config import ModelConfig
     from edgellm.training.model import GPT
 
     config = ModelConfig(vocab_size=97, context_length=24, num_layers=2, num_heads=4, hidden_size=32,

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 import edgellm
-from edgellm import constraints
-from edgellm.server.openai_api import CHAT_STOPS, render_chat
+from edgellm.generation import constraints
+from edgellm.server.openai_api import CHAT_STOPS
 from serving import SlowGenerator, running
 
 pytestmark = pytest.mark.interop
@@ -50,7 +50,7 @@ def library_reply(name: str, message: str, new_tokens: int = NEW_TOKENS, constra
     model = edgellm.load(name)
     if model.task_template:
         return model.generate(message, temperature=0, max_new_tokens=new_tokens).text
-    prompt = render_chat([{"role": "user", "content": message}], model.folder.render_chat)
+    prompt = model.folder.render_chat([{"role": "user", "content": message}])
     return model.generate(prompt, temperature=0, max_new_tokens=new_tokens, stop_strings=CHAT_STOPS,
                           constraint=constraint).text.lstrip()
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm import json_file
-from edgellm.config import ModelConfig
+from edgellm.folder import json_file
+from edgellm.folder.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 from edgellm.training import options
 

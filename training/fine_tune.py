@@ -19,7 +19,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 from edgellm.training import checkpoint, options, pretrained
 
 

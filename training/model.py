@@ -12,7 +12,7 @@ bfloat16/float16, `scaled_dot_product_attention` under PyTorch); the decoder kee
 matmuls, which tf2onnx converts.
 
 Example:
-    >>> from edgellm.config import ModelConfig
+    >>> from edgellm.folder.config import ModelConfig
     >>> model = GPT(ModelConfig(vocab_size=300, context_length=16, num_layers=1, num_heads=2, hidden_size=32))
     >>> model(np.zeros((1, 8), "int32")).shape
     TensorShape([1, 8, 300])
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 from edgellm.training import positions
 from edgellm.training.lora import Dense  # keras.layers.Dense that can carry a LoRA adapter
 from edgellm.training.options import ATTENTIONS

@@ -6,7 +6,7 @@ flags or keyword arguments. The resolved options are saved in checkpoint.json un
 
 The model's shape has the names of `ModelConfig` (num_layers, hidden_size, context_length, ...)
 here, in checkpoints, config.json and Keras's get_config. Only flags and config-file keys may use
-the short spellings of `edgellm.config.SHORT_NAMES` (--layers, width = 256); `canonical` maps
+the short spellings of `edgellm.folder.config.SHORT_NAMES` (--layers, width = 256); `canonical` maps
 them, and also the keys of checkpoints written before the names were unified.
 
 Example:
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgellm.config import MLPS, NORMS, POSITION_EMBEDDINGS, SHORT_NAMES, ModelConfig
+from edgellm.folder.config import MLPS, NORMS, POSITION_EMBEDDINGS, SHORT_NAMES, ModelConfig
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 ATTENTIONS = ("standard", "fused")

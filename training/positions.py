@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 
 
 def learned_table(config: ModelConfig, init_std: float) -> keras.layers.Embedding | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from edgellm.batching import fit_context
+from edgellm.session.batching import fit_context
 from edgellm.tasks import END_TOKEN, TASK_SPECIAL_TOKENS, Example, template_ids
 from edgellm.tokenizer import Tokenizer
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgellm.chat import template as chat_template
-from edgellm.model_folder import TOKENIZER_CONFIG_FILE
 
 
 class Chat:
@@ -85,10 +83,8 @@ class Chat:
         if self.task:
             stream = self.model.stream(message, config)
         else:  # special tokens the template writes (ChatML's <|im_start|>) are special ids, contents plain text
-            ids = chat_template.encode(self.model.tokenizer, self.model.folder.chat_template,
-                                       self._messages(self._kept(message), message), user_name=self.user,
-                                       assistant_name=self.bot,
-                                       where=str(self.model.folder.path / TOKENIZER_CONFIG_FILE))
+            ids = self.model.folder.encode_chat(self.model.tokenizer, self._messages(self._kept(message), message),
+                                                user_name=self.user, assistant_name=self.bot)
             stream = self.model.text_steps(ids, config)
         for piece in stream:
             pieces.append(piece)

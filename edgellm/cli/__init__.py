@@ -16,7 +16,7 @@ from edgellm.cli.group import Group
 from edgellm.cli.options import CONTEXT
 from edgellm.cli.runtime import bench, chat, evaluate_command, generate, info
 from edgellm.cli.tokenizer import tokenize, tokenizer
-from edgellm.model_folder import KV_CACHES
+from edgellm.folder.model_folder import KV_CACHES
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

@@ -21,7 +21,7 @@ import errno
 
 import click
 
-from edgellm.batching import PromptTooLong
+from edgellm.session.batching import PromptTooLong
 
 # the pip extra each command needs beyond the runtime's numpy and onnxruntime
 EXTRAS = {"train": "train", "export": "train", "upgrade": "train", "serve": "serve"}

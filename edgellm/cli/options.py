@@ -20,7 +20,7 @@ import re
 
 import click
 
-from edgellm.generation_config import TRUNCATE_POLICIES, GenerationConfig
+from edgellm.folder.generation_config import TRUNCATE_POLICIES, GenerationConfig
 
 ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 CODE_POINTS = {"x": 2, "u": 4, "U": 8}  # escape letter -> hex digits
@@ -134,7 +134,7 @@ def constraint_options(command):
 
 def constraint_from_options(options: dict):
     """The constraint given on the command line (pops its options), or None."""
-    from edgellm import constraints
+    from edgellm.generation import constraints
 
     schema, pattern, json_mode = options.pop("json_schema", None), options.pop("regex", None), \
         options.pop("json_mode", False)
@@ -148,7 +148,7 @@ def constraint_from_options(options: dict):
     if schema is None:
         return None
     if os.path.isfile(schema):
-        from edgellm import json_file
+        from edgellm.folder import json_file
 
         with open(schema, "rb") as file:  # the one JSON reader names a file not UTF-8, not JSON, too deep
             data = file.read()

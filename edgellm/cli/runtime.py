@@ -208,7 +208,7 @@ def bench(model, providers, threads, prompt_tokens, new_tokens, batches, repeats
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def info(model, as_json):
     """Describe MODEL (a shipped model's name or a model folder): shape, files, defaults, provenance."""
-    from edgellm.model_folder import describe
+    from edgellm.folder.model_folder import describe
 
     details = describe(model)
     if as_json:

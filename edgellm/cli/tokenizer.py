@@ -73,7 +73,7 @@ def tokenize(text, tokenizer_path, model, ids, allow_special):
     Prints the tokens as a list (str, or bytes for a piece of a UTF-8 character), or with --ids
     the ids; the count goes to stderr.
     """
-    from edgellm import model_folder
+    from edgellm.folder import model_folder
     from edgellm.tokenizer import Tokenizer
 
     if (tokenizer_path is None) == (model is None):

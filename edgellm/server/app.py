@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edgellm import json_file
-from edgellm.batching import PromptTooLong, fit_context
+from edgellm.folder import json_file
+from edgellm.session.batching import PromptTooLong, fit_context
 from edgellm.server import openai_api as api
 from edgellm.server import page
 from edgellm.server import responses
@@ -79,7 +79,7 @@ class Server:
 
     async def _complete(self, request: Request, chat: bool) -> Response:
         body = await self._read_json(request)
-        parsed = api.parse_chat(body, self.generator.task_template, self.generator.folder.render_chat) if chat \
+        parsed = api.parse_chat(body, self.generator.task_template) if chat \
             else api.parse_completion(body)
         if parsed.model not in (None, self.model_id):
             raise api.RequestError(f"No model {parsed.model!r} here. Received: model={parsed.model!r}. "
@@ -116,7 +116,7 @@ class Server:
             raise api.RequestError(message, param) from None
         param = "messages" if chat else "prompt"
         try:  # the library's one path from text to ids: the task template, then the context
-            prompt_ids = self._prompt_ids(parsed.prompt, config)
+            prompt_ids = self._prompt_ids(parsed, config)
         except PromptTooLong as error:
             raise api.RequestError(f"The prompt is {error.tokens} tokens but the model's context is {error.context} "
                                    "tokens. Shorten the prompt.", param, "context_length_exceeded") from None
@@ -139,9 +139,13 @@ class Server:
                                    f"decodes at once (--max-concurrency). Received: n={job.n}", "n")
         return job
 
-    def _prompt_ids(self, prompt: str | list[int], config) -> list[int]:
-        """Text goes through the library's one path; token ids (completions) are taken as they are."""
-        if isinstance(prompt, str):
+    def _prompt_ids(self, parsed: api.Request, config) -> list[int]:
+        """Text goes through the library's one path, chat messages through the folder's chat template
+        (as `edgellm chat`'s); token ids (completions) are taken as they are."""
+        prompt, generator = parsed.prompt, self.generator
+        if parsed.messages is not None:
+            prompt = generator.folder.encode_chat(generator.tokenizer, parsed.messages)
+        elif isinstance(prompt, str):
             return self.generator.encode_prompt(prompt, config)
         vocab = self.generator.config.vocab_size
         if max(prompt) >= vocab:

@@ -8,6 +8,9 @@ jobs that ended or were cancelled, and run one batched step for all the rows lef
 joins the batch after its prefill and leaves it when done, and N requests cost about one model
 call a token instead of N.
 
+Imports: `Job` (workers.py) is named for types only: workers.py owns the jobs and imports the
+batcher, which only reads a job's fields.
+
 Example:
     >>> import edgellm
     >>> from edgellm.server.workers import Job
@@ -29,7 +32,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from edgellm.generator import Generator
-from edgellm.slots import SlotRun
+from edgellm.session.slots import SlotRun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

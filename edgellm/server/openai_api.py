@@ -1,9 +1,9 @@
-"""OpenAI's completion and chat formats: checking request bodies, the chat template, stop strings,
+"""OpenAI's completion and chat formats: checking request bodies and messages, stop strings,
 and the response and stream-chunk bodies. Plain Python: no HTTP stack, no model.
 
 Every field of a body is on an allow-list (`COMPLETION_FIELDS`, `CHAT_FIELDS`): a field edgellm
 does not support is refused with a 400 naming it, never ignored (those in `OFF_ONLY` pass only at
-the value that means "off"). `response_format` becomes a constraint (edgellm.constraints).
+the value that means "off"). `response_format` becomes a constraint (edgellm.generation.constraints).
 
 The server (`app.py`) turns a request body into a `Request` with `parse_completion` or
 `parse_chat`, runs it, and answers with the bodies of responses.py.
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgellm import constraints, jinja
-from edgellm.chat import template as chat_template
+from edgellm.generation import constraints
 
 # OpenAI name -> edgellm GenerationConfig name. top_k, min_p and repetition_penalty are not
 # OpenAI's but vLLM and llama.cpp accept them too; the openai client sends them with extra_body.
@@ -66,7 +65,7 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 @dataclass
 class Request:
-    prompt: str | list[int]  # the text the model continues (for chat: the rendered template), or its ids
+    prompt: str | list[int] | None  # the text the model continues, or its ids (None: chat messages)
     settings: dict  # GenerationConfig overrides
     stop: tuple[str, ...] = ()
     stream: bool = False
@@ -78,6 +77,7 @@ class Request:
     logprobs: int | None = None  # None: off; else the number of top alternatives per token
     echo: bool = False  # the prompt comes back before the text (with its logprobs if asked)
     score_only: bool = False  # echo with max_tokens 0: the prompt is scored, nothing generated
+    messages: list[dict] | None = None  # a chat's checked messages, for the folder's chat template
 
 
 def parse_completion(body: dict) -> Request:
@@ -103,9 +103,9 @@ def parse_completion(body: dict) -> Request:
     return request
 
 
-def parse_chat(body: dict, task_model: bool = False, render=None) -> Request:
-    """Check a /v1/chat/completions body and render its messages with the chat template: `render`,
-    the model folder's own (`ModelFolder.render_chat`, as `edgellm chat` renders it).
+def parse_chat(body: dict, task_model: bool = False) -> Request:
+    """Check a /v1/chat/completions body. Its messages are encoded later, off the event loop, in
+    the model folder's chat template (`ModelFolder.encode_chat`, as `edgellm chat` encodes them).
 
     A task model (translation, question answering) has no conversation layout: it answers one
     user message, which the generator wraps in the task template as it does a completion prompt.
@@ -119,7 +119,8 @@ def parse_chat(body: dict, task_model: bool = False, render=None) -> Request:
     if task_model:
         request = _parse_common(body, task_message(messages), ())
     else:
-        request = _parse_common(body, render_chat(messages, render), CHAT_STOPS)
+        request = _parse_common(body, None, CHAT_STOPS)
+        request.messages = check_messages(messages)
     wanted = body.get("logprobs")
     if wanted is not None and not isinstance(wanted, bool):
         raise RequestError(f"logprobs must be true or false. Received: logprobs={_short(wanted)}", "logprobs")
@@ -140,15 +141,8 @@ def task_message(messages: list) -> str:
     return _content_text(messages[0].get("content"), 0)
 
 
-def render_chat(messages: list, render=None) -> str:
-    """The messages rendered by `render` (a folder's `render_chat`; by default the text template
-    that model folders carry: "System: ...\\nUser: ...\\nAssistant:", see CHAT_ROLES). A template
-    that fails is a 400 naming its file.
-
-    Example:
-        >>> render_chat([{"role": "user", "content": "Hello"}])
-        'User: Hello\\nAssistant:'
-    """
+def check_messages(messages: list) -> list[dict]:
+    """The messages as {role, content} dicts with text contents, or a 400 naming the bad one."""
     checked = []
     for i, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
@@ -156,10 +150,7 @@ def render_chat(messages: list, render=None) -> str:
             raise RequestError(f"messages[{i}].role must be one of {sorted(CHAT_ROLES)}. Received: {_short(role)}",
                                f"messages[{i}].role")
         checked.append({"role": role, "content": _content_text(message.get("content"), i)})
-    try:
-        return render(checked) if render else chat_template.render(chat_template.TEXT_TEMPLATE, checked)
-    except jinja.TemplateError as error:
-        raise RequestError(str(error), "messages") from None
+    return checked
 
 
 def _content_text(content, i: int) -> str:

@@ -25,8 +25,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edgellm import model_folder
-from edgellm.generation_config import GenerationConfig
+from edgellm.folder import model_folder
+from edgellm.folder.generation_config import GenerationConfig
 from edgellm.server.openai_api import CHAT_STOPS
 
 STATIC = Path(__file__).parent / "static"
@@ -66,7 +66,7 @@ def routes(page_info: dict) -> list:
 
 def json_output(generator) -> str:
     """"" if `generator` can constrain a reply to JSON (response_format json_object), else why not."""
-    from edgellm import constraints
+    from edgellm.generation import constraints
 
     try:
         generator.compile(constraints.json())

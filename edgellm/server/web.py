@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from edgellm import model_folder
+from edgellm.folder import model_folder
 from edgellm.server import page
 from edgellm.server.process import _exit_cleanly_on_signals, _is_loopback, _listen
 

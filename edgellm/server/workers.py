@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from edgellm.generator import Generator
-from edgellm.sampling import GenerationConfig
+from edgellm.generation.sampling import GenerationConfig
 from edgellm.server.batcher import Batcher
 from edgellm.server.responses import Token
-from edgellm.slots import supported
+from edgellm.session.slots import supported
 
 _END = object()
 DEFAULT_BATCH_ROWS = 32  # rows of the continuous batch (sequences decoding at once)
@@ -44,7 +44,7 @@ class Job:
         config: checked settings (`generator.settings(...)`).
         stops: stop strings; the text ends before the first one found (finish reason "stop").
         strip_leading: drop whitespace at the start of the text (a chat reply after "Assistant:").
-        constraint: what the text must match (edgellm.constraints), or None.
+        constraint: what the text must match (edgellm.generation.constraints), or None.
         logprobs: None, or record each token's log-probability and this many top alternatives.
         echo: the prompt comes first in each choice (with its logprobs, scored like Generator.score).
         score_only: nothing is generated (echo with max_tokens 0).
@@ -130,7 +130,7 @@ class Job:
         """The prompt's tokens with their log-probabilities (the library's scoring), if asked for."""
         if self.logprobs is None:
             return None
-        from edgellm.scoring import score_ids
+        from edgellm.generation.scoring import score_ids
 
         ids = self.prompt_ids
         scored, tops = score_ids(self.generator, ids, top=max(self.logprobs, 1)) if len(ids) > 1 else ([], [])

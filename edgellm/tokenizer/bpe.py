@@ -246,7 +246,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         """Read a byte-level BPE tokenizer.json, written by edgellm or by Hugging Face `tokenizers`."""
-        from edgellm import json_file
+        from edgellm.folder import json_file
 
         try:
             data = Path(path).read_bytes()

@@ -26,7 +26,7 @@ from __future__ import annotations
 from edgellm.export.graph.attention import in_place_attention
 from edgellm.export.graph.fusions import direct_matmuls, fuse_layer_norms
 from edgellm.export.graph.tidy import name_dimensions, share_transposed_weights
-from edgellm.model_folder import KV_CACHES
+from edgellm.folder.model_folder import KV_CACHES
 
 COMMON = (name_dimensions, share_transposed_weights, fuse_layer_norms, direct_matmuls)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 
 ARCHITECTURES = ("LlamaForCausalLM (GGUF llama)", "GPT2LMHeadModel (GGUF gpt2)")
@@ -122,49 +122,59 @@ def build_model(pretrained: Pretrained):
     return model
 
 
+def variables(model) -> list[tuple[str, object, bool]]:
+    """Every weight of a built GPT as (key in the roles of TENSORS, its Keras variable, whether it
+    is a linear weight: Keras's (in, out) kernel, (out, in) in the sources). `assign` and
+    `model_tensors` walk this one list."""
+    found = [("wte", model.wte.embeddings, False)]
+    if model.wpe is not None:
+        found.append(("wpe", model.wpe.embeddings, False))
+
+    def norm(layer, key):  # RMSNorm's scale, or LayerNorm's gamma and (if centred) beta
+        found.append((key, layer.gamma if hasattr(layer, "gamma") else layer.scale, False))
+        if getattr(layer, "center", False):
+            found.append((key.replace("/", ".bias/") if "/" in key else f"{key}.bias", layer.beta, False))
+
+    def dense(layer, role, i):
+        found.append((f"{role}/{i}", layer.kernel, True))
+        if layer.use_bias:
+            found.append((f"{role}.bias/{i}", layer.bias, False))
+
+    for i, block in enumerate(model.blocks):
+        norm(block.ln_1, f"ln_1/{i}")
+        norm(block.ln_2, f"ln_2/{i}")
+        for role, layer in (("qkv", block.attn.qkv), ("proj", block.attn.proj), ("fc", block.fc),
+                            ("fc_proj", block.fc_proj), ("fc_gate", block.fc_gate)):
+            if layer is not None:
+                dense(layer, role, i)
+    norm(model.ln_f, "ln_f")
+    if model.lm_head is not None:
+        found.append(("lm_head", model.lm_head.kernel, True))
+    return found
+
+
 def assign(model, tensors: dict[str, np.ndarray]) -> None:
     """Put `tensors` (roles of TENSORS, linear weights (out, in)) into a built GPT's variables."""
-    cfg = model.config
-
-    def put(variable, value, what: str):
+    if "wpe" in tensors:  # a source's position table may be longer than the context
+        tensors = {**tensors, "wpe": tensors["wpe"][: model.config.context_length]}
+    for key, variable, linear in variables(model):
+        value = tensors.get(key)
         if value is None:
-            raise ValueError(f"The source has no tensor for {what} (see TENSORS in training/pretrained/). Received: "
+            raise ValueError(f"The source has no tensor for {key} (see TENSORS in training/pretrained/). Received: "
                              f"{len(tensors)} tensors. Pass a complete checkpoint of a supported architecture.")
         value = np.asarray(value, np.float32)
+        value = value.T if linear else value
         if tuple(variable.shape) != value.shape:
-            raise ValueError(f"The source's {what} has shape {value.shape} but the model needs "
+            raise ValueError(f"The source's {key} has shape {value.shape} but the model needs "
                              f"{tuple(variable.shape)}. Received: a checkpoint whose config does not match its tensors.")
         variable.assign(value)
 
-    def key(role, i):
-        return role if i is None else f"{role}/{i}"
 
-    def norm(layer, role, i=None):  # RMSNorm's scale, or LayerNorm's gamma and (if centred) beta
-        put(layer.gamma if hasattr(layer, "gamma") else layer.scale, tensors.get(key(role, i)), key(role, i))
-        if getattr(layer, "center", False):
-            put(layer.beta, tensors.get(key(f"{role}.bias", i)), key(f"{role}.bias", i))
-
-    def dense(layer, role, i):  # (out, in) -> Keras's (in, out) kernel
-        weight = tensors.get(key(role, i))
-        put(layer.kernel, None if weight is None else weight.T, key(role, i))
-        if layer.use_bias:
-            put(layer.bias, tensors.get(key(f"{role}.bias", i)), key(f"{role}.bias", i))
-
-    put(model.wte.embeddings, tensors.get("wte"), "wte")
-    if model.wpe is not None:
-        put(model.wpe.embeddings, tensors["wpe"][: cfg.context_length] if "wpe" in tensors else None, "wpe")
-    for i, block in enumerate(model.blocks):
-        norm(block.ln_1, "ln_1", i)
-        norm(block.ln_2, "ln_2", i)
-        dense(block.attn.qkv, "qkv", i)
-        dense(block.attn.proj, "proj", i)
-        dense(block.fc, "fc", i)
-        dense(block.fc_proj, "fc_proj", i)
-        if block.fc_gate is not None:
-            dense(block.fc_gate, "fc_gate", i)
-    norm(model.ln_f, "ln_f")
-    if model.lm_head is not None:
-        put(model.lm_head.kernel, tensors["lm_head"].T if "lm_head" in tensors else None, "lm_head")
+def model_tensors(model) -> dict[str, np.ndarray]:
+    """The weights of a built GPT under the roles of TENSORS, linear weights (out, in), float32:
+    what `assign` takes (export --format hf names them)."""
+    return {key: np.ascontiguousarray(np.asarray(variable, np.float32).T if linear else np.asarray(variable, np.float32))
+            for key, variable, linear in variables(model)}
 
 
 def pack_qkv(tensors: dict[str, np.ndarray], num_layers: int) -> None:

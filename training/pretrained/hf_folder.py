@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm.config import ModelConfig
+from edgellm.folder.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 from edgellm.training import pretrained as lib
 

@@ -6,6 +6,9 @@ rows after each step: the server's path for folders it cannot batch) and `row_de
 rows as a `Decoding`, for a loop that runs the model itself: the server's continuous batch).
 Each runs the one loop, `Generator._search`.
 
+A mixin of `Generator`: it holds the one-sequence views and uses the generator's settings,
+encode_prompt and loop through `self`, so it imports nothing from generator.py.
+
 Example:
     >>> import edgellm
     >>> model = edgellm.load("shakespeare")
@@ -20,9 +23,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edgellm.batching import fit_context
-from edgellm.decoding import Decoding
-from edgellm.generation_config import GenerationConfig
+from edgellm.session.batching import fit_context
+from edgellm.generation.decoding import Decoding
+from edgellm.folder.generation_config import GenerationConfig
 
 
 class Streaming:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgellm.generation_config import GenerationConfig
+from edgellm.folder.generation_config import GenerationConfig
 
 __all__ = ["GenerationConfig", "PROCESSORS", "Sampler", "SamplingState", "build_processors", "pick", "process"]
 

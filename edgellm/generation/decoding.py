@@ -8,6 +8,9 @@ continuous batch (server/batcher.py), which decodes many calls' rows together in
 request's settings (sampling, seed, penalties, stop strings, constraints, logprobs) mean the same
 thing in both.
 
+Imports: `Generator` (which makes a Decoding and passes itself) is named for types only; at run
+time this module needs nothing from generator.py, so the two do not import each other.
+
 Example:
     >>> import edgellm
     >>> model = edgellm.load("shakespeare")
@@ -20,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgellm.generation_config import GenerationConfig
-from edgellm.sampling import SamplingState
-from edgellm.search import new_search
+from edgellm.folder.generation_config import GenerationConfig
+from edgellm.generation.sampling import SamplingState
+from edgellm.generation.search import new_search
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,7 +57,7 @@ class Decoding:
         self.steps = max(self.limits)
         matchers = None
         if grammars is not None:
-            from edgellm.constraints import RowMatchers
+            from edgellm.generation.constraints import RowMatchers
 
             matchers = RowMatchers([g for g in grammars for _ in range(copies)], config.stop_token_ids,
                                    generator.config.vocab_size, generator.folder.special_tokens.get("eos_token_id"))

@@ -25,9 +25,9 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import json_file
-from edgellm.config import ModelConfig
-from edgellm.generation_config import GenerationConfig
+from edgellm.folder import json_file
+from edgellm.folder.config import ModelConfig
+from edgellm.folder.generation_config import GenerationConfig
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -40,7 +40,7 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
 EDGELLM_KEY = "edgellm"  # config.json's key of edgellm's own document (format 2)
 # how model.onnx caches keys and values (config.json's onnx.kv_cache): export/graph/attention.py
-# writes "in_place", edgellm/session.py runs both; folders without the key are "concat"
+# writes "in_place", edgellm/session/session.py runs both; folders without the key are "concat"
 KV_CACHES = ("in_place", "concat")
 SPECIAL_IDS = ("eos_token_id", "bos_token_id", "pad_token_id")
 FIX = "Re-export the model folder with `edgellm export`."
@@ -75,6 +75,16 @@ class ModelFolder:
         from edgellm.chat import template as chat_template
 
         return chat_template.render(self.chat_template, messages, add_generation_prompt,
+                                    where=str(self.path / TOKENIZER_CONFIG_FILE), **variables)
+
+    def encode_chat(self, tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+                    **variables) -> list[int]:
+        """The ids of `messages` in the folder's chat template: the one path from a conversation to
+        model ids (`edgellm chat`, the server's /v1/chat/completions). Special tokens the template
+        writes (ChatML's <|im_start|>) are special ids, the contents plain text."""
+        from edgellm.chat import template as chat_template
+
+        return chat_template.encode(tokenizer, self.chat_template, messages, add_generation_prompt,
                                     where=str(self.path / TOKENIZER_CONFIG_FILE), **variables)
 
     @property

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm.config import ModelConfig
-from edgellm.model_folder import input_names, output_names
+from edgellm.folder.config import ModelConfig
+from edgellm.folder.model_folder import input_names, output_names
 
 # what config.json says about each tensor: (name, axis)
 AXES = {"KV heads": 1, "head size": 3, "vocabulary size": 2}

@@ -37,7 +37,7 @@ def _setting(default, help_text: str, **kwargs):
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to pick new tokens. Processors run in the order of `edgellm.sampling.PROCESSORS`.
+    """How to pick new tokens. Processors run in the order of `edgellm.generation.sampling.PROCESSORS`.
 
     Args:
         max_new_tokens: tokens to generate at most (>= 1); the context length also bounds it.
@@ -64,7 +64,7 @@ class GenerationConfig:
         truncate: a prompt too long for the context: "error", "left" (drop its oldest tokens) or
             "right" (drop its end, keep its start; a task model keeps its template's marker).
         prompt_lookup_num_tokens: prompt-lookup decoding (0 = off): draft up to this many tokens
-            from earlier text and verify them in one model run (edgellm.prompt_lookup). The
+            from earlier text and verify them in one model run (edgellm.generation.prompt_lookup). The
             output is the same; only the speed changes. Not with beam search.
     """
 

@@ -1,6 +1,9 @@
 """The KV cache of one generation call, and each row's mask and next position: `Run` and the
 run of each cache layout (`InPlaceRun`, `ConcatRun`; see session.py). A `DecoderSession` makes
 them with `new_run`.
+
+Imports: `DecoderSession` is named for types only (a run calls back into the session that made it
+to run the model); session.py imports this module, never the other way at run time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from edgellm.session import DecoderSession
+    from edgellm.session.session import DecoderSession
 
 
 class Run:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgellm import json_file
+from edgellm.folder import json_file
 
 KINDS = ("regex", "json_schema", "json", "lark")
 EXTRA = "structured"
@@ -190,7 +190,7 @@ class Compiler:
 
     def compile(self, constraint: Constraint) -> Grammar:
         if not isinstance(constraint, Constraint):
-            raise ValueError("constraint must be made by edgellm.constraints.regex, json_schema, json or lark. "
+            raise ValueError("constraint must be made by edgellm.generation.constraints.regex, json_schema, json or lark. "
                              f"Received: {_short(constraint)}")
         with self._lock:
             grammar = self._cache.get(constraint)

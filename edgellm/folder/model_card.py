@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgellm.config import SHORT_NAMES
+from edgellm.folder.config import SHORT_NAMES
 
 
 def render(name: str, config: dict, folder: Path) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgellm.sampling import log_softmax
+from edgellm.generation.sampling import log_softmax
 
 WINDOWS_PER_RUN = 16
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm import huge_pages
-from edgellm.config import ModelConfig
-from edgellm.graph_check import check_graph
-from edgellm.model_folder import input_names, output_names
-from edgellm.runs import ConcatRun, InPlaceRun, Run
+from edgellm.folder.config import ModelConfig
+from edgellm.folder.graph_check import check_graph
+from edgellm.folder.model_folder import input_names, output_names
+from edgellm.session import huge_pages
+from edgellm.session.runs import ConcatRun, InPlaceRun, Run
 
 __all__ = ["ConcatRun", "DecoderSession", "InPlaceRun", "Run", "choose_providers", "default_threads"]
 

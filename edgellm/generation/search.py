@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgellm.sampling import Sampler, SamplingState, build_processors, log_softmax, process
-from edgellm.stopping import TextTracker
+from edgellm.generation.sampling import Sampler, SamplingState, build_processors, log_softmax, process
+from edgellm.generation.stopping import TextTracker
 from edgellm.tokenizer import Tokenizer
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from edgellm.session import DecoderSession
+    from edgellm.session.session import DecoderSession
 
 
 def supported(decoder: DecoderSession) -> str | None:
