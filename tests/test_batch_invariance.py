@@ -43,9 +43,10 @@ rows = st.lists(st.tuples(st.lists(st.integers(0, 383), min_size=1, max_size=24)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=rows)
-def test_a_row_in_the_servers_batch_gets_its_logits_alone(model, rows):
-    run, slot, got = SlotRun(model.session, len(rows)), {}, {i: [] for i in range(len(rows))}
+@given(rows=rows, width=st.sampled_from([1, 8, 256]))
+def test_a_row_in_the_servers_batch_gets_its_logits_alone(model, rows, width):
+    """Also while the run's cache widens (from `width` positions a row, doubling as rows grow)."""
+    run, slot, got = SlotRun(model.session, len(rows), width), {}, {i: [] for i in range(len(rows))}
     for step in range(16):
         for i, (prompt, at, _) in enumerate(rows):
             if at == step:

@@ -15,6 +15,13 @@ views of that prefix of every buffer, one IO binding per batch size, made once. 
 are numpy memory shared with onnxruntime: a CPU run only (`supported` says whether a session
 can have one).
 
+The buffers hold `width` positions per row, not the model's whole context: they start at
+INITIAL_WIDTH (or the context, if smaller) and double, rows copied over, when a row needs more.
+So a model with a long context (SmolLM2: 8,192 positions, 377 MB a row at full width) costs
+what its rows hold. The width does not change a row's logits (tests/test_batch_invariance.py
+compares the server's run with the library's one-call run, whose cache is sized to the request),
+except with ALiBi positions, where it changes their rounding: those runs keep the whole context.
+
 Example:
     >>> import edgellm, numpy as np
     >>> model = edgellm.load("shakespeare")
@@ -35,6 +42,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from edgellm.session.session import DecoderSession
 
+INITIAL_WIDTH = 256  # positions per row at first; doubled as rows grow, up to the context
+
 
 def supported(decoder: DecoderSession) -> str | None:
     """None when `decoder` can run a SlotRun, else why not (one line)."""
@@ -52,12 +61,13 @@ class SlotRun:
     Args:
         decoder: the session (an in-place folder on the CPU; see `supported`).
         capacity_rows: the most rows at once.
+        width: positions per row to start with (default INITIAL_WIDTH, at most the context).
 
     Slots 0..active-1 hold the active rows. `add` and `remove` return slot numbers and moves
     so the caller can follow its rows.
     """
 
-    def __init__(self, decoder: DecoderSession, capacity_rows: int):
+    def __init__(self, decoder: DecoderSession, capacity_rows: int, width: int = INITIAL_WIDTH):
         import onnxruntime as ort
 
         reason = supported(decoder)
@@ -66,17 +76,20 @@ class SlotRun:
         self.decoder, self.capacity_rows, self.active = decoder, capacity_rows, 0
         cfg = decoder.config
         self.context = cfg.context_length
-        shape = (capacity_rows, cfg.kv_heads, self.context, cfg.head_dim)
-        self._buffers = [np.zeros(shape, np.float32) for _ in decoder.output_names[1:]]  # zeroed lazily by the OS
-        self._mask = np.zeros((capacity_rows, self.context), np.int64)  # 1 where a row's slot is filled
+        self._steps: dict[int, tuple] = {}  # batch size -> (binding, run), made once per width
+        self._prompts: dict[int, tuple] = {}  # slot -> (binding, bind an array, run)
+        self.width = 0
+        self._buffers: list[np.ndarray] = []  # per past/present: (capacity_rows, kv heads, width, head_dim)
+        self._mask = np.zeros((capacity_rows, 0), np.int64)  # 1 where a row's slot is filled
+        if cfg.position_embedding == "alibi":  # its scores' rounding depends on the width: keep it fixed,
+            width = self.context               # so a row gets the same numbers on an idle and a busy server
+        self._widen(min(width, self.context))
         self._lengths = np.zeros(capacity_rows, np.int64)  # filled slots of each row
         self._ids = np.zeros((capacity_rows, 1), np.int64)  # the token each row runs next
         self._positions = np.zeros((capacity_rows, 1), np.int64)  # and its position
         self._logits = np.zeros((capacity_rows, 1, cfg.vocab_size), np.float32)
         self._last_position = self.context - 1  # as Run: a row past its limit computes nothing used
         self._ort = ort
-        self._steps: dict[int, tuple] = {}  # batch size -> (binding, run), made once each
-        self._prompts: dict[int, tuple] = {}  # slot -> (binding, bind an array, run)
 
     def add(self, prompt_ids: list[int]) -> tuple[int, np.ndarray]:
         """Run a prompt into a new row. Returns its slot and the logits of its last position (vocab,)."""
@@ -85,6 +98,7 @@ class SlotRun:
         length = len(prompt_ids)
         if not 0 < length < self.context:
             raise ValueError(f"A prompt must have 1 to {self.context - 1} tokens. Received: {length} tokens.")
+        self._widen(length + 1)
         slot = self.active
         self.active += 1
         binding, bind, run = self._prompt_binding(slot)
@@ -135,6 +149,7 @@ class SlotRun:
         assert rows and tokens.shape == (rows,)
         lengths = self._lengths[:rows]
         assert lengths.max() < self.context, "a row's cache is full"
+        self._widen(int(lengths.max()) + 1)
         self._ids[:rows, 0] = tokens
         self._mask[np.arange(rows), lengths] = 1
         binding, run = self._step_binding(rows)
@@ -145,6 +160,26 @@ class SlotRun:
         lengths += 1
         np.minimum(self._positions[:rows] + 1, self._last_position, out=self._positions[:rows])
         return self._logits[:rows, 0]
+
+    def _widen(self, needed: int) -> None:
+        """Make every row hold at least `needed` positions: the width doubles (up to the context),
+        the filled slots are copied over and the IO bindings made again."""
+        if needed <= self.width:
+            return
+        width = max(needed, min(2 * self.width, self.context))
+        cfg = self.decoder.config
+        shape = (self.capacity_rows, cfg.kv_heads, width, cfg.head_dim)
+        old, self._buffers = self._buffers, []
+        for buffer in old or [None] * (len(self.decoder.output_names) - 1):
+            new = np.zeros(shape, np.float32)  # zeroed lazily by the OS
+            if buffer is not None:
+                new[:, :, :self.width] = buffer
+            self._buffers.append(new)
+        mask = np.zeros((self.capacity_rows, width), np.int64)
+        mask[:, :self.width] = self._mask
+        self._mask, self.width = mask, width
+        self._steps.clear()
+        self._prompts.clear()
 
     def _step_binding(self, rows: int) -> tuple:
         """The IO binding of a one-token step of `rows` rows: views of slots 0..rows-1."""
