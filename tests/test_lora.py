@@ -155,3 +155,18 @@ def test_cli_refuses_lora_without_init_in_one_line(corpus_file, tmp_path):
     assert [line for line in result.output.splitlines() if line.startswith("Error: ")] == [
         "Error: lora_rank (--lora-rank) adapts a trained model: pass --init (an edgellm checkpoint, a GGUF file or "
         "a Hugging Face folder). Received: lora_rank=8, no init"]
+
+
+@pytest.mark.parametrize("kind", ["gguf", "edgellm"])
+def test_lora_trains_on_a_gguf_file_and_on_an_edgellm_checkpoint(kind, tiny_checkpoint, corpus_file, tmp_path):
+    """Every source `--init` takes: a quantized GGUF file and a checkpoint of `edgellm train`."""
+    from edgellm.training.train import train
+
+    init = (sources.write_gguf(tmp_path / "llama.gguf", "llama", sources.llama_tensors(), quantize=True)
+            if kind == "gguf" else tiny_checkpoint)
+    out = tmp_path / "lora"
+    options = {k: v for k, v in LORA.items() if k != "context_length"}  # the source's context
+    train([str(corpus_file)], str(out), init=str(init), **{**options, "steps": 2, "eval_interval": 2})
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["lora"]["spec"]["rank"] == 4 and (out / "adapters.npz").is_file()
+    assert not (out / "model.weights.h5").exists()  # the base stays where it is
