@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 
 from edgellm import tasks
-from edgellm.generation.scoring import score_ids
 from edgellm import text as text_files
+from edgellm.generation.scoring import score_ids
 
 
 def read_text(path: str | Path, max_chars: int | None = None) -> str:

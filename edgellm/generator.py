@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgellm.folder import model_folder
-from edgellm.session.batching import fit_context, pad_left
-from edgellm.generation.decoding import Decoding
 from edgellm.folder.generation_config import GenerationConfig
+from edgellm.generation.decoding import Decoding
 from edgellm.generation.prompt_lookup import LookupRun, lookup_run
-from edgellm.session.session import DecoderSession
 from edgellm.generation.streaming import Streaming
+from edgellm.session.batching import fit_context, pad_left
+from edgellm.session.session import DecoderSession
 from edgellm.tasks import template_ids
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgellm.folder import model_folder
 from edgellm.chat import template as chat_template
+from edgellm.folder import model_folder
 from edgellm.tasks import COMPLETION_TOKEN, END_TOKEN
 
 LAYER_NORM_EPSILON = 1e-5  # training/model.py's LayerNormalization

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edgellm.session.batching import fit_context
-from edgellm.generation.decoding import Decoding
 from edgellm.folder.generation_config import GenerationConfig
+from edgellm.generation.decoding import Decoding
+from edgellm.session.batching import fit_context
 
 
 class Streaming:

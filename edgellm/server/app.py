@@ -32,12 +32,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from edgellm.folder import json_file
-from edgellm.session.batching import PromptTooLong, fit_context
+from edgellm.generator import Generator
 from edgellm.server import openai_api as api
 from edgellm.server import page
 from edgellm.server import responses
-from edgellm.generator import Generator
 from edgellm.server.workers import Job, Workers
+from edgellm.session.batching import PromptTooLong, fit_context
 
 MAX_BODY_BYTES = 1 << 20
 

@@ -23,8 +23,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from edgellm.folder.generation_config import GenerationConfig
 from edgellm.generator import Generator
-from edgellm.generation.sampling import GenerationConfig
 from edgellm.server.batcher import Batcher
 from edgellm.server.responses import Token
 from edgellm.session.slots import supported
