@@ -9,7 +9,7 @@ about a millisecond.
 
 Example:
     >>> import onnxruntime as ort
-    >>> from edgellm import model_folder
+    >>> from edgellm.folder import model_folder
     >>> folder = model_folder.read("shakespeare")
     >>> check_graph(ort.InferenceSession(folder.path / "model.onnx"), folder.config, folder.path / "model.onnx")
 """

@@ -9,7 +9,7 @@ page. What the page needs to know about the model (its name, context, whether it
 model, its default settings, whether JSON output is possible) is written into the HTML here.
 
 Example:
-    >>> from edgellm import model_folder
+    >>> from edgellm.folder import model_folder
     >>> folder = model_folder.read("en-fr")
     >>> info(folder, model_folder.read_generation_config(folder), "server")["task"]
     True
