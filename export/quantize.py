@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 MAX_PERPLEXITY_CHANGE = 0.005  # relative: +0.5%
-MAX_TASK_METRIC_DROP = 0.5  # points (chrF 0-100, exact match in percent)
-TASK_METRICS = {"translation": "chrf", "qa": "exact_match"}
+MAX_TASK_METRIC_DROP = 0.5  # points (chrF and ROUGE-L 0-100, exact match in percent)
+TASK_METRICS = {"translation": "chrf", "qa": "exact_match", "summarization": "rougeL"}
 
 
 def greedy_agreement(float32_folder: Path, quantized_folder: Path, prompts=(), new_tokens: int = 32) -> dict:
@@ -64,7 +64,7 @@ def decide(float32: dict, quantized: dict, weights: str = "int8") -> tuple[bool,
 
 
 def task_metric(folder: Path, task: str, eval_file: str, max_examples: int | None = None) -> dict:
-    """The task metric of a folder (greedy), in points: chrF, or exact match in percent."""
+    """The task metric of a folder (greedy), in points: chrF, exact match in percent, or ROUGE-L."""
     from edgellm.evaluate import evaluate
     from edgellm.generator import Generator
 
@@ -89,7 +89,8 @@ def quantize_folder(folder: str | Path, out_dir: str | Path, task: str | None = 
         folder: a model folder whose model.onnx holds float32 weights.
         out_dir: the folder to write (refused if it exists, unless `force`; may not be `folder`,
             inside it or around it).
-        task: "translation" or "qa" for a task model, measured on `eval_file`; None: a text model,
+        task: "translation", "qa" or "summarization" for a task model, measured on `eval_file`
+            (chrF, exact match, ROUGE-L); None: a text model,
             measured on held-out windows of the training files named in its provenance.
         eval_file: the task's prompt/completion file.
         max_examples: evaluate only the first N examples of `eval_file`.

@@ -120,3 +120,18 @@ def test_a_description_longer_than_the_context_keeps_its_start(summarizer):
     assert metrics["examples"] == 2 and metrics["too_long"] == 0
     metrics = evaluate(model, [Example(long, "C option parser")], "summarization", truncate="error")
     assert metrics["too_long"] == 1  # scored empty and counted
+
+
+def test_quantize_gates_a_summarizer_on_rouge_l(summarizer, rows, tmp_path):
+    """`edgellm quantize --task summarization` scores float32 and int8 greedily with ROUGE-L on
+    the file and keeps int8 only within 0.5 points."""
+    from edgellm.export import quantize
+
+    result = quantize.quantize_folder(summarizer, tmp_path / "q", task="summarization",
+                                      eval_file=str(rows / "test.jsonl"))
+    figures = result["figures"]
+    assert figures["float32"]["task_metric_name"] == "rougeL"
+    drop = figures["float32"]["task_metric"] - figures["int8"]["task_metric"]
+    assert (result["weights"] == "int8") == (drop <= quantize.MAX_TASK_METRIC_DROP), result["decision"]
+    expected = evaluate(load(summarizer), read_examples(rows / "test.jsonl"), "summarization")["rougeL"]
+    assert figures["float32"]["task_metric"] == pytest.approx(expected)

@@ -83,8 +83,9 @@ def export(checkpoint, out_dir, opset, quantize, fp16, kv_cache, fmt, force):
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--task", type=click.Choice(["translation", "qa"]),
-              help="A task model: compare chrF (translation) or exact match (qa) on --eval-file.")
+@click.option("--task", type=click.Choice(["translation", "qa", "summarization"]),
+              help="A task model: compare chrF (translation), exact match (qa) or ROUGE-L (summarization) "
+                   "on --eval-file.")
 @click.option("--eval-file", type=click.Path(exists=True, dir_okay=False), help="The task's prompt/completion file.")
 @click.option("--max-examples", type=click.IntRange(min=1), help="Evaluate only the first N examples.")
 @click.option("--weights", type=click.Choice(["int8", "int4"]), default="int8", show_default=True,
