@@ -69,7 +69,10 @@ def make_twin(out: Path) -> Path:
                          num_attention_heads=3, num_key_value_heads=3, max_position_embeddings=8192,
                          rope_theta=100000.0)
     with tempfile.TemporaryDirectory() as scratch:
-        source = sources.write_hf(Path(scratch) / "twin", "llama", sources.llama_tensors())
+        # weights of std 0.02 rather than the tests' 0.2: 30 random layers of 0.2 grow the logits
+        # beyond what the export's parity tolerance is sized for
+        tensors = {k: v if "norm" in k else v / 10 for k, v in sources.llama_tensors().items()}
+        source = sources.write_hf(Path(scratch) / "twin", "llama", tensors)
         export(source, out, weights="float32")
     return out
 

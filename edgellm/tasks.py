@@ -163,7 +163,10 @@ def evaluate(model, examples, task: str, progress=None, **settings) -> dict:
 def rouge(hypotheses: list[str], references: list[list[str]]) -> dict:
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 (x 100) with Porter stemming, each hypothesis
     scored against its best reference (rouge-score's `score_multi`)."""
+    import logging
+
     rouge_scorer = _metrics_library("rouge_score.rouge_scorer", "summarization")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs each new scorer at INFO
     names = ("rouge1", "rouge2", "rougeL")
     scorer = rouge_scorer.RougeScorer(list(names), use_stemmer=True)
     totals = dict.fromkeys(names, 0.0)
