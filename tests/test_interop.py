@@ -34,7 +34,7 @@ TASK_CASES = {
     "babi-qa1": [{"messages": [{"role": "user", "content": "Mary moved to the bathroom.\nJohn went to the hallway."
                                                            "\nWhere is Mary?"}], "new_tokens": 4}],
 }
-SHIPPED = ["shakespeare", "en-fr", "babi-qa1"]
+SHIPPED = ["shakespeare", "en-fr", "babi-qa1", "summarize"]
 
 
 @pytest.fixture(scope="module")
