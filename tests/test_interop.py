@@ -33,6 +33,8 @@ TASK_CASES = {
               {"messages": [{"role": "user", "content": "English: Where is the station?\nFrench:"}], "new_tokens": 12}],
     "babi-qa1": [{"messages": [{"role": "user", "content": "Mary moved to the bathroom.\nJohn went to the hallway."
                                                            "\nWhere is Mary?"}], "new_tokens": 4}],
+    "summarize": [{"messages": [{"role": "user", "content": "A command-line tool to convert images between formats."
+                                                            "\nIt supports PNG, JPEG and GIF."}], "new_tokens": 12}],
 }
 SHIPPED = ["shakespeare", "en-fr", "babi-qa1", "summarize"]
 
