@@ -14,11 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from edgellm.folder import json_file
 from edgellm.folder.config import ModelConfig
 from edgellm.tokenizer import Tokenizer
 from edgellm.training import pretrained as lib
@@ -133,7 +133,5 @@ def _token_id(config: dict, tokenizer_config: dict, tokenizer: Tokenizer, name: 
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read {path}: {error}. Pass a folder written by transformers' save_pretrained.") from None
+    """One JSON object file of the folder, through edgellm's one JSON reader (json_file)."""
+    return json_file.read_object(path, "Pass a folder written by transformers' save_pretrained.").doc
