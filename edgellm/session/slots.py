@@ -148,13 +148,14 @@ class SlotRun:
         rows = self.active
         assert rows and tokens.shape == (rows,)
         lengths = self._lengths[:rows]
-        assert lengths.max() < self.context, "a row's cache is full"
-        self._widen(int(lengths.max()) + 1)
+        longest = int(lengths.max())
+        assert longest < self.context, "a row's cache is full"
+        self._widen(longest + 1)
         self._ids[:rows, 0] = tokens
         self._mask[np.arange(rows), lengths] = 1
         binding, run = self._step_binding(rows)
         if not self.decoder.capacity_mask:  # a graph that takes the mask of the filled part only
-            mask = np.ascontiguousarray(self._mask[:rows, :lengths.max() + 1])
+            mask = np.ascontiguousarray(self._mask[:rows, :longest + 1])
             binding.bind_cpu_input("attention_mask", mask)
         run()
         lengths += 1
@@ -169,12 +170,10 @@ class SlotRun:
         width = max(needed, min(2 * self.width, self.context))
         cfg = self.decoder.config
         shape = (self.capacity_rows, cfg.kv_heads, width, cfg.head_dim)
-        old, self._buffers = self._buffers, []
-        for buffer in old or [None] * (len(self.decoder.output_names) - 1):
-            new = np.zeros(shape, np.float32)  # zeroed lazily by the OS
-            if buffer is not None:
-                new[:, :, :self.width] = buffer
-            self._buffers.append(new)
+        buffers = [np.zeros(shape, np.float32) for _ in self.decoder.output_names[1:]]  # zeroed lazily by the OS
+        for buffer, filled in zip(buffers, self._buffers):
+            buffer[:, :, :self.width] = filled
+        self._buffers = buffers
         mask = np.zeros((self.capacity_rows, width), np.int64)
         mask[:, :self.width] = self._mask
         self._mask, self.width = mask, width
